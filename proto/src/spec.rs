@@ -1,0 +1,494 @@
+//! Typed check specifications, shared by the coordinator (which builds them from
+//! its TOML config) and the agent (which receives them in an `Assignment`).
+//!
+//! A [`Check`] is valid by construction only through [`Check::validate`] or
+//! `TryFrom<v1::Check>`, which report every problem with the field it concerns.
+
+use std::time::Duration;
+
+use crate::v1;
+
+/// Probe kinds. The string form is the `kind` key of a `[[check]]` table
+/// (contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    /// HTTP(S) request with k6 phase timings.
+    Http,
+    /// TCP connect.
+    Tcp,
+    /// TLS handshake and certificate facts.
+    Tls,
+}
+
+impl ProbeKind {
+    /// Every kind, for generic tests and `Hello.capabilities`.
+    pub const ALL: [ProbeKind; 3] = [ProbeKind::Http, ProbeKind::Tcp, ProbeKind::Tls];
+
+    /// The contract name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Http => "http",
+            ProbeKind::Tcp => "tcp",
+            ProbeKind::Tls => "tls",
+        }
+    }
+
+    /// Parses a contract name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Shortest accepted check interval.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(200);
+/// Longest accepted check interval.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Longest accepted probe timeout.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+/// Most redirects a probe may follow.
+pub const MAX_REDIRECTS: u32 = 20;
+
+/// One check: what to probe and how often.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    /// Unique name ([`crate::is_valid_name`]).
+    pub name: String,
+    /// Time between two probe starts.
+    pub interval: Duration,
+    /// Deadline for one whole probe attempt.
+    pub timeout: Duration,
+    /// What to run.
+    pub probe: ProbeSpec,
+}
+
+/// The kind-specific part of a check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeSpec {
+    /// See [`HttpSpec`].
+    Http(HttpSpec),
+    /// See [`TcpSpec`].
+    Tcp(TcpSpec),
+    /// See [`TlsSpec`].
+    Tls(TlsSpec),
+}
+
+impl ProbeSpec {
+    /// The kind of this spec.
+    pub fn kind(&self) -> ProbeKind {
+        match self {
+            ProbeSpec::Http(_) => ProbeKind::Http,
+            ProbeSpec::Tcp(_) => ProbeKind::Tcp,
+            ProbeSpec::Tls(_) => ProbeKind::Tls,
+        }
+    }
+}
+
+/// An HTTP(S) request and what its response must look like.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSpec {
+    /// `http://` or `https://` URL.
+    pub url: url::Url,
+    /// Request method, upper case.
+    pub method: String,
+    /// Extra request headers.
+    pub headers: Vec<(String, String)>,
+    /// Accepted status codes; empty means 200-399.
+    pub expect_status: Vec<u16>,
+    /// Substring the body must contain.
+    pub body_contains: Option<String>,
+    /// Follow 3xx responses.
+    pub follow_redirects: bool,
+    /// Most redirects followed.
+    pub max_redirects: u32,
+    /// Extra trust anchors (PEM path on the agent host).
+    pub ca_file: Option<String>,
+    /// Do not fail on an untrusted certificate.
+    pub insecure_skip_verify: bool,
+}
+
+impl HttpSpec {
+    /// A GET of `url` with the defaults of a `[[check]]` table.
+    pub fn get(url: url::Url) -> Self {
+        HttpSpec {
+            url,
+            method: "GET".into(),
+            headers: Vec::new(),
+            expect_status: Vec::new(),
+            body_contains: None,
+            follow_redirects: true,
+            max_redirects: 10,
+            ca_file: None,
+            insecure_skip_verify: false,
+        }
+    }
+
+    /// Whether `status` counts as success.
+    pub fn status_ok(&self, status: u16) -> bool {
+        if self.expect_status.is_empty() {
+            (200..400).contains(&status)
+        } else {
+            self.expect_status.contains(&status)
+        }
+    }
+}
+
+/// A TCP connect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpSpec {
+    /// Host name or IP address.
+    pub host: String,
+    /// Port, 1-65535.
+    pub port: u16,
+}
+
+/// A TLS handshake whose certificate facts are reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsSpec {
+    /// Host name or IP address to connect to.
+    pub host: String,
+    /// Port, 1-65535.
+    pub port: u16,
+    /// SNI and name to match; `None` means `host`.
+    pub server_name: Option<String>,
+    /// Extra trust anchors (PEM path on the agent host).
+    pub ca_file: Option<String>,
+}
+
+impl TlsSpec {
+    /// The name sent as SNI and matched against the certificate.
+    pub fn server_name(&self) -> &str {
+        self.server_name.as_deref().unwrap_or(&self.host)
+    }
+}
+
+/// One problem with a check spec.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    /// The field concerned, as named in the config (`interval`, `url` ...).
+    pub field: &'static str,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+impl SpecError {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        SpecError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+impl Check {
+    /// Every problem with this check, empty when it is valid.
+    pub fn validate(&self) -> Vec<SpecError> {
+        let mut errs = Vec::new();
+        if !crate::is_valid_name(&self.name) {
+            errs.push(SpecError::new(
+                "name",
+                format!(
+                    "{:?} is not a valid name: use 1-64 characters from A-Z a-z 0-9 . _ -",
+                    self.name
+                ),
+            ));
+        }
+        if self.interval < MIN_INTERVAL || self.interval > MAX_INTERVAL {
+            errs.push(SpecError::new(
+                "interval",
+                format!(
+                    "{} is out of range: use {} to {}",
+                    humanize(self.interval),
+                    humanize(MIN_INTERVAL),
+                    humanize(MAX_INTERVAL)
+                ),
+            ));
+        }
+        if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
+            errs.push(SpecError::new(
+                "timeout",
+                format!(
+                    "{} is out of range: use more than 0s and at most {}",
+                    humanize(self.timeout),
+                    humanize(MAX_TIMEOUT)
+                ),
+            ));
+        }
+        match &self.probe {
+            ProbeSpec::Http(h) => {
+                if !matches!(h.url.scheme(), "http" | "https") {
+                    errs.push(SpecError::new(
+                        "url",
+                        format!("scheme {:?} is not supported: use http or https", h.url.scheme()),
+                    ));
+                }
+                if h.url.host_str().is_none_or(str::is_empty) {
+                    errs.push(SpecError::new("url", "the URL has no host"));
+                }
+                if !METHODS.contains(&h.method.as_str()) {
+                    errs.push(SpecError::new(
+                        "method",
+                        format!("{:?} is not supported: use one of {}", h.method, METHODS.join(", ")),
+                    ));
+                }
+                for s in &h.expect_status {
+                    if !(100..=599).contains(s) {
+                        errs.push(SpecError::new(
+                            "expect_status",
+                            format!("{s} is not an HTTP status code (100-599)"),
+                        ));
+                    }
+                }
+                if h.max_redirects > MAX_REDIRECTS {
+                    errs.push(SpecError::new(
+                        "max_redirects",
+                        format!("{} is above the limit of {MAX_REDIRECTS}", h.max_redirects),
+                    ));
+                }
+                for (name, value) in &h.headers {
+                    if http_token_invalid(name) {
+                        errs.push(SpecError::new(
+                            "headers",
+                            format!("{name:?} is not a valid header name"),
+                        ));
+                    }
+                    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                        errs.push(SpecError::new(
+                            "headers",
+                            format!("the value of {name:?} contains a line break or NUL"),
+                        ));
+                    }
+                }
+            }
+            ProbeSpec::Tcp(t) => check_host_port(&mut errs, &t.host, t.port),
+            ProbeSpec::Tls(t) => check_host_port(&mut errs, &t.host, t.port),
+        }
+        errs
+    }
+}
+
+fn http_token_invalid(name: &str) -> bool {
+    name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn check_host_port(errs: &mut Vec<SpecError>, host: &str, port: u16) {
+    if host.is_empty() || host.len() > 253 || host.contains(['/', ' ', '@']) {
+        errs.push(SpecError::new("host", format!("{host:?} is not a host name or IP address")));
+    }
+    if port == 0 {
+        errs.push(SpecError::new("port", "0 is not a valid port: use 1-65535"));
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    humantime_like(d)
+}
+
+/// Formats a duration the way config files write it (`1500ms`, `30s`, `5m`, `2h`).
+pub fn humantime_like(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 3_600_000 == 0 && ms > 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+impl From<&Check> for v1::Check {
+    fn from(c: &Check) -> Self {
+        let probe = match &c.probe {
+            ProbeSpec::Http(h) => v1::check::Probe::Http(v1::HttpProbe {
+                url: h.url.to_string(),
+                method: h.method.clone(),
+                headers: h
+                    .headers
+                    .iter()
+                    .map(|(n, v)| v1::Header {
+                        name: n.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                expect_status: h.expect_status.iter().map(|s| u32::from(*s)).collect(),
+                body_contains: h.body_contains.clone(),
+                follow_redirects: h.follow_redirects,
+                max_redirects: h.max_redirects,
+                ca_file: h.ca_file.clone(),
+                insecure_skip_verify: h.insecure_skip_verify,
+            }),
+            ProbeSpec::Tcp(t) => v1::check::Probe::Tcp(v1::TcpProbe {
+                host: t.host.clone(),
+                port: u32::from(t.port),
+            }),
+            ProbeSpec::Tls(t) => v1::check::Probe::Tls(v1::TlsProbe {
+                host: t.host.clone(),
+                port: u32::from(t.port),
+                server_name: t.server_name.clone(),
+                ca_file: t.ca_file.clone(),
+            }),
+        };
+        v1::Check {
+            name: c.name.clone(),
+            interval_ms: clamp_ms(c.interval),
+            timeout_ms: clamp_ms(c.timeout),
+            probe: Some(probe),
+        }
+    }
+}
+
+fn clamp_ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+fn port_from(field: &'static str, p: u32) -> Result<u16, SpecError> {
+    u16::try_from(p).map_err(|_| SpecError::new(field, format!("{p} is not a valid port")))
+}
+
+impl TryFrom<v1::Check> for Check {
+    type Error = Vec<SpecError>;
+
+    fn try_from(c: v1::Check) -> Result<Self, Self::Error> {
+        let probe = match c.probe {
+            None => return Err(vec![SpecError::new("kind", "the check has no probe")]),
+            Some(v1::check::Probe::Http(h)) => {
+                let url = url::Url::parse(&h.url)
+                    .map_err(|e| vec![SpecError::new("url", format!("{:?}: {e}", h.url))])?;
+                let mut expect_status = Vec::new();
+                for s in h.expect_status {
+                    let s = u16::try_from(s).map_err(|_| {
+                        vec![SpecError::new("expect_status", format!("{s} is not a status"))]
+                    })?;
+                    expect_status.push(s);
+                }
+                ProbeSpec::Http(HttpSpec {
+                    url,
+                    method: if h.method.is_empty() {
+                        "GET".into()
+                    } else {
+                        h.method
+                    },
+                    headers: h.headers.into_iter().map(|x| (x.name, x.value)).collect(),
+                    expect_status,
+                    body_contains: h.body_contains,
+                    follow_redirects: h.follow_redirects,
+                    max_redirects: h.max_redirects,
+                    ca_file: h.ca_file,
+                    insecure_skip_verify: h.insecure_skip_verify,
+                })
+            }
+            Some(v1::check::Probe::Tcp(t)) => ProbeSpec::Tcp(TcpSpec {
+                host: t.host,
+                port: port_from("port", t.port).map_err(|e| vec![e])?,
+            }),
+            Some(v1::check::Probe::Tls(t)) => ProbeSpec::Tls(TlsSpec {
+                host: t.host,
+                port: port_from("port", t.port).map_err(|e| vec![e])?,
+                server_name: t.server_name,
+                ca_file: t.ca_file,
+            }),
+        };
+        let check = Check {
+            name: c.name,
+            interval: Duration::from_millis(u64::from(c.interval_ms)),
+            timeout: Duration::from_millis(u64::from(c.timeout_ms)),
+            probe,
+        };
+        let errs = check.validate();
+        if errs.is_empty() {
+            Ok(check)
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<Check> {
+        let http = HttpSpec {
+            headers: vec![("X-Probe".into(), "vantage".into())],
+            expect_status: vec![200, 204],
+            body_contains: Some("ok".into()),
+            ca_file: Some("/etc/ca.pem".into()),
+            ..HttpSpec::get("https://example.test/health".parse().unwrap())
+        };
+        vec![
+            Check {
+                name: "web".into(),
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(5),
+                probe: ProbeSpec::Http(http),
+            },
+            Check {
+                name: "db".into(),
+                interval: Duration::from_secs(30),
+                timeout: Duration::from_secs(3),
+                probe: ProbeSpec::Tcp(TcpSpec {
+                    host: "db.internal".into(),
+                    port: 5432,
+                }),
+            },
+            Check {
+                name: "cert".into(),
+                interval: Duration::from_secs(3600),
+                timeout: Duration::from_secs(10),
+                probe: ProbeSpec::Tls(TlsSpec {
+                    host: "10.0.0.1".into(),
+                    port: 443,
+                    server_name: Some("example.test".into()),
+                    ca_file: None,
+                }),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_the_wire() {
+        let checks = sample();
+        let kinds: Vec<_> = checks.iter().map(|c| c.probe.kind()).collect();
+        assert_eq!(kinds, ProbeKind::ALL.to_vec());
+        for c in checks {
+            assert!(c.validate().is_empty(), "{:?}", c.validate());
+            let wire = v1::Check::from(&c);
+            assert_eq!(Check::try_from(wire).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn invalid_wire_checks_name_the_field() {
+        let mut wire = v1::Check::from(&sample()[1]);
+        wire.interval_ms = 10;
+        if let Some(v1::check::Probe::Tcp(t)) = &mut wire.probe {
+            t.port = 70000;
+        }
+        let errs = Check::try_from(wire).unwrap_err();
+        assert_eq!(errs[0].field, "port");
+
+        let mut wire = v1::Check::from(&sample()[1]);
+        wire.interval_ms = 10;
+        wire.name = "bad name".into();
+        let errs = Check::try_from(wire).unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["name", "interval"]);
+        assert_eq!(
+            errs[1].message,
+            "10ms is out of range: use 200ms to 24h"
+        );
+    }
+
+    #[test]
+    fn status_defaults_to_2xx_and_3xx() {
+        let spec = HttpSpec::get("http://x.test/".parse().unwrap());
+        assert!(spec.status_ok(200) && spec.status_ok(301) && !spec.status_ok(404));
+    }
+}
