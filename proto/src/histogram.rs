@@ -112,7 +112,9 @@ pub fn decode(bytes: &[u8]) -> Result<Histogram<u64>, HistogramError> {
 
 fn check_v2_header(v2: &[u8]) -> Result<(), HistogramError> {
     if v2.len() < V2_HEADER_BYTES {
-        return Err(HistogramError::Malformed("payload shorter than V2 header".into()));
+        return Err(HistogramError::Malformed(
+            "payload shorter than V2 header".into(),
+        ));
     }
     if be_u32(&v2[0..4]) & COOKIE_MASK != V2_COOKIE {
         return Err(HistogramError::Malformed("inner cookie is not V2".into()));
@@ -186,7 +188,9 @@ mod tests {
     fn refuses_a_header_asking_for_a_huge_counts_array() {
         let wide = Histogram::<u64>::new_with_bounds(1, u64::MAX / 4, 5).unwrap();
         let mut bytes = Vec::new();
-        V2DeflateSerializer::new().serialize(&wide, &mut bytes).unwrap();
+        V2DeflateSerializer::new()
+            .serialize(&wide, &mut bytes)
+            .unwrap();
         assert!(matches!(decode(&bytes), Err(HistogramError::OutOfRange(_))));
     }
 

@@ -221,7 +221,10 @@ impl Check {
                 if !matches!(h.url.scheme(), "http" | "https") {
                     errs.push(SpecError::new(
                         "url",
-                        format!("scheme {:?} is not supported: use http or https", h.url.scheme()),
+                        format!(
+                            "scheme {:?} is not supported: use http or https",
+                            h.url.scheme()
+                        ),
                     ));
                 }
                 if h.url.host_str().is_none_or(str::is_empty) {
@@ -230,7 +233,11 @@ impl Check {
                 if !METHODS.contains(&h.method.as_str()) {
                     errs.push(SpecError::new(
                         "method",
-                        format!("{:?} is not supported: use one of {}", h.method, METHODS.join(", ")),
+                        format!(
+                            "{:?} is not supported: use one of {}",
+                            h.method,
+                            METHODS.join(", ")
+                        ),
                     ));
                 }
                 for s in &h.expect_status {
@@ -278,7 +285,10 @@ fn http_token_invalid(name: &str) -> bool {
 
 fn check_host_port(errs: &mut Vec<SpecError>, host: &str, port: u16) {
     if host.is_empty() || host.len() > 253 || host.contains(['/', ' ', '@']) {
-        errs.push(SpecError::new("host", format!("{host:?} is not a host name or IP address")));
+        errs.push(SpecError::new(
+            "host",
+            format!("{host:?} is not a host name or IP address"),
+        ));
     }
     if port == 0 {
         errs.push(SpecError::new("port", "0 is not a valid port: use 1-65535"));
@@ -364,7 +374,10 @@ impl TryFrom<v1::Check> for Check {
                 let mut expect_status = Vec::new();
                 for s in h.expect_status {
                     let s = u16::try_from(s).map_err(|_| {
-                        vec![SpecError::new("expect_status", format!("{s} is not a status"))]
+                        vec![SpecError::new(
+                            "expect_status",
+                            format!("{s} is not a status"),
+                        )]
                     })?;
                     expect_status.push(s);
                 }
@@ -480,10 +493,7 @@ mod tests {
         let errs = Check::try_from(wire).unwrap_err();
         let fields: Vec<_> = errs.iter().map(|e| e.field).collect();
         assert_eq!(fields, ["name", "interval"]);
-        assert_eq!(
-            errs[1].message,
-            "10ms is out of range: use 200ms to 24h"
-        );
+        assert_eq!(errs[1].message, "10ms is out of range: use 200ms to 24h");
     }
 
     #[test]

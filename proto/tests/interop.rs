@@ -26,7 +26,12 @@ fn python_hdrhistogram_decodes_our_encoding() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3 must be installed (see .ci/run)");
-    child.stdin.take().unwrap().write_all(blob.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(blob.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -36,7 +41,10 @@ fn python_hdrhistogram_decodes_our_encoding() {
     let text = String::from_utf8(out.stdout).unwrap();
     let field = |name: &str| -> u64 {
         let key = format!("\"{name}\": ");
-        let start = text.find(&key).unwrap_or_else(|| panic!("{name} in {text}")) + key.len();
+        let start = text
+            .find(&key)
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+            + key.len();
         text[start..]
             .split(|c: char| !c.is_ascii_digit())
             .next()
@@ -51,8 +59,15 @@ fn python_hdrhistogram_decodes_our_encoding() {
         // Both sides report the highest-equivalent value of the bucket; allow the
         // 0.1 % resolution of 3 significant digits.
         let tol = ours / 1000 + 1;
-        assert!(ours.abs_diff(theirs) <= tol, "{name}: ours {ours}, python {theirs}");
+        assert!(
+            ours.abs_diff(theirs) <= tol,
+            "{name}: ours {ours}, python {theirs}"
+        );
     }
-    assert!(field("max").abs_diff(2_500_000) <= 2_500, "max {}", field("max"));
+    assert!(
+        field("max").abs_diff(2_500_000) <= 2_500,
+        "max {}",
+        field("max")
+    );
     assert!(field("min").abs_diff(1000) <= 1, "min {}", field("min"));
 }
