@@ -230,6 +230,13 @@ impl Check {
                 if h.url.host_str().is_none_or(str::is_empty) {
                     errs.push(SpecError::new("url", "the URL has no host"));
                 }
+                if h.body_contains.as_deref() == Some("") {
+                    errs.push(SpecError::new(
+                        "body_contains",
+                        "must not be empty: give the text the body must contain, or leave the key out",
+                    ));
+                }
+                check_ca_file(&mut errs, h.ca_file.as_deref());
                 if !METHODS.contains(&h.method.as_str()) {
                     errs.push(SpecError::new(
                         "method",
@@ -261,18 +268,40 @@ impl Check {
                             format!("{name:?} is not a valid header name"),
                         ));
                     }
-                    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                    // RFC 9110 field-value: visible characters, space, tab and obs-text;
+                    // no other control characters (the `http` crate's rule too).
+                    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
                         errs.push(SpecError::new(
                             "headers",
-                            format!("the value of {name:?} contains a line break or NUL"),
+                            format!(
+                                "the value of {name:?} contains a control character (line break, NUL ...)"
+                            ),
                         ));
                     }
                 }
             }
             ProbeSpec::Tcp(t) => check_host_port(&mut errs, &t.host, t.port),
-            ProbeSpec::Tls(t) => check_host_port(&mut errs, &t.host, t.port),
+            ProbeSpec::Tls(t) => {
+                check_host_port(&mut errs, &t.host, t.port);
+                if t.server_name.as_deref() == Some("") {
+                    errs.push(SpecError::new(
+                        "server_name",
+                        "must not be empty: give the name to send as SNI, or leave the key out to use the host",
+                    ));
+                }
+                check_ca_file(&mut errs, t.ca_file.as_deref());
+            }
         }
         errs
+    }
+}
+
+fn check_ca_file(errs: &mut Vec<SpecError>, ca_file: Option<&str>) {
+    if ca_file == Some("") {
+        errs.push(SpecError::new(
+            "ca_file",
+            "must not be empty: give the path of a PEM file on the agent's host, or leave the key out",
+        ));
     }
 }
 
@@ -494,6 +523,30 @@ mod tests {
         let fields: Vec<_> = errs.iter().map(|e| e.field).collect();
         assert_eq!(fields, ["name", "interval"]);
         assert_eq!(errs[1].message, "10ms is out of range: use 200ms to 24h");
+    }
+
+    #[test]
+    fn empty_optional_strings_are_invalid() {
+        let checks = sample();
+        let mut http = checks[0].clone();
+        if let ProbeSpec::Http(h) = &mut http.probe {
+            h.body_contains = Some(String::new());
+            h.ca_file = Some(String::new());
+            h.headers = vec![
+                ("X-Ok".into(), "tab\tand ü".into()),
+                ("X-Bad".into(), "a\u{1}b".into()),
+            ];
+        }
+        let fields: Vec<_> = http.validate().iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["body_contains", "ca_file", "headers"]);
+
+        let mut tls = checks[2].clone();
+        if let ProbeSpec::Tls(t) = &mut tls.probe {
+            t.server_name = Some(String::new());
+            t.ca_file = Some(String::new());
+        }
+        let fields: Vec<_> = tls.validate().iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["server_name", "ca_file"]);
     }
 
     #[test]
