@@ -1,0 +1,404 @@
+//! The coordinator's TOML configuration: [`load`] / [`parse`] turn a file into
+//! a validated [`Config`], or into [`ConfigErrors`] listing **every** problem
+//! with file, line, column and key path.
+//!
+//! # Format (contract; README's config reference says the same)
+//!
+//! ```toml
+//! version = 1                       # required; the only version is 1
+//!
+//! [server]                          # optional table
+//! grpc_listen = "127.0.0.1:7070"    # default; agents dial this
+//! http_listen = "127.0.0.1:7080"    # default; HTTP API
+//! data_dir = "vantage-data"         # default; relative to the config file's directory
+//! window = "10s"                    # default 10s; one result window (1s to 5m)
+//! cache_capacity_mb = 64            # default 64; sled page cache in MiB (1 to 4096)
+//!
+//! [[check]]
+//! name = "homepage"                 # required, unique; 1-64 of A-Z a-z 0-9 . _ -
+//! kind = "http"                     # required: http | tcp | tls
+//! regions = ["eu", "us"]            # required, non-empty, valid names, no duplicates
+//! interval = "30s"                  # default 30s; 200ms to 24h
+//! timeout = "10s"                   # default min(10s, interval); at most interval and 2m
+//! url = "https://example.com/"      # http: required
+//! ```
+//!
+//! Durations are strings of `<whole number><unit>` groups with the units `ms`,
+//! `s`, `m`, `h` (`"500ms"`, `"30s"`, `"1h30m"`). Kind-specific keys:
+//! `http` takes `url` (required), `method` (GET), `headers` (inline table),
+//! `expect_status` (200-399), `body_contains`, `follow_redirects` (true),
+//! `max_redirects` (10, at most 20), `insecure_skip_verify` (false), `ca_file`;
+//! `tcp` takes `host`, `port` (both required); `tls` takes `host`, `port`,
+//! `server_name` (defaults to host), `ca_file`.
+//!
+//! # Errors
+//!
+//! Each [`ConfigError`] displays as one line, `FILE:LINE:COLUMN: KEY.PATH: MESSAGE`:
+//!
+//! ```text
+//! coordinator.toml:8:1: check[0].intervall: unknown key `intervall`, did you mean `interval`?
+//! ```
+//!
+//! Where an error points (line and column are 1-based; columns count characters):
+//! - a wrong, unknown or misplaced key, and a bad value: the **start of the key**
+//!   (for an inline-table entry such as a header, that entry's key);
+//! - a bad element of an array (`regions`, `expect_status`, `[[check]]`): the
+//!   **element** itself, with a path like `check[0].regions[1]`;
+//! - a missing key: the header of its table (`[[check]]`, `[server]`), or 1:1
+//!   for a missing top-level key such as `version`;
+//! - an error found by the check validation shared with the agent
+//!   ([`vantage_proto::spec::Check::validate`]): the key it names, or the
+//!   `[[check]]` header when that key was left to its default.
+//!
+//! A syntactically broken file yields the TOML parser's errors instead (path
+//! empty, displayed as `FILE:LINE:COLUMN: MESSAGE`); a file that cannot be read
+//! yields one error without a position (line and column 0, displayed as
+//! `FILE: MESSAGE`). Errors are sorted by position.
+#![warn(missing_docs)]
+
+mod check;
+mod reader;
+
+use std::fmt;
+use std::io::Read as _;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::DeTable;
+
+use self::reader::{Ctx, Field, Reported, TableReader};
+
+/// The only config version this build reads.
+pub const VERSION: i64 = 1;
+/// Default `server.grpc_listen`: loopback, so plaintext is allowed.
+pub const DEFAULT_GRPC_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7070));
+/// Default `server.http_listen`.
+pub const DEFAULT_HTTP_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7080));
+/// Default `server.data_dir`, relative to the config file's directory.
+pub const DEFAULT_DATA_DIR: &str = "vantage-data";
+/// Default `server.window`.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+/// Shortest accepted `server.window`: finer windows multiply stored histograms.
+pub const MIN_WINDOW: Duration = Duration::from_secs(1);
+/// Longest accepted `server.window`: longer ones would delay alerts past the
+/// five-minute target.
+pub const MAX_WINDOW: Duration = Duration::from_secs(300);
+/// Default `server.cache_capacity_mb`: far below sled's 1 GiB default
+/// (shared/RELIABILITY.md §2).
+pub const DEFAULT_CACHE_CAPACITY_MB: u64 = 64;
+/// Accepted `server.cache_capacity_mb` values.
+pub const CACHE_CAPACITY_MB_RANGE: std::ops::RangeInclusive<u64> = 1..=4096;
+/// Largest config file [`load`] reads, so a wrong path (say `/dev/zero`)
+/// fails instead of filling memory.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// At most this many TOML syntax errors are listed; later ones are mostly
+/// consequences of the first.
+const MAX_SYNTAX_ERRORS: usize = 20;
+
+/// A validated coordinator configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this was read from, as given to [`load`] / [`parse`].
+    pub origin: PathBuf,
+    /// The `[server]` table.
+    pub server: ServerConfig,
+    /// The `[[check]]` tables, in file order; names are unique.
+    pub checks: Vec<CheckConfig>,
+}
+
+/// The `[server]` table, defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// `grpc_listen`: where agents connect. Default `127.0.0.1:7070`.
+    pub grpc_listen: SocketAddr,
+    /// `http_listen`: the HTTP API. Default `127.0.0.1:7080`.
+    pub http_listen: SocketAddr,
+    /// `data_dir`: the sled directory, already joined to the config file's
+    /// directory when relative. Default `vantage-data`.
+    pub data_dir: PathBuf,
+    /// `window`: length of one result window, 1s to 5m. Default 10s.
+    pub window: Duration,
+    /// `cache_capacity_mb` × 1 MiB: sled's page cache, in bytes. Default 64 MiB.
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for ServerConfig {
+    /// The defaults of an absent `[server]` table, with `data_dir` relative to
+    /// the current directory.
+    fn default() -> Self {
+        ServerConfig {
+            grpc_listen: DEFAULT_GRPC_LISTEN,
+            http_listen: DEFAULT_HTTP_LISTEN,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            window: DEFAULT_WINDOW,
+            cache_capacity_bytes: DEFAULT_CACHE_CAPACITY_MB * MIB,
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// One `[[check]]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckConfig {
+    /// The check as sent to agents; valid by [`vantage_proto::spec::Check::validate`].
+    pub check: vantage_proto::spec::Check,
+    /// `regions`: where the check runs; non-empty, valid names, no duplicates.
+    pub regions: Vec<String>,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, as given to [`load`] / [`parse`].
+    pub origin: PathBuf,
+    /// 1-based line; 0 when the error concerns the whole file (it could not be read).
+    pub line: usize,
+    /// 1-based column in characters; 0 with `line` 0.
+    pub column: usize,
+    /// Key path such as `check[2].url` or `check[0].headers.X-Foo`; empty for
+    /// TOML syntax errors and unreadable files.
+    pub path: String,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    /// `FILE:LINE:COLUMN: KEY.PATH: MESSAGE`; without `KEY.PATH: ` when the
+    /// path is empty and without `:LINE:COLUMN` when there is no position.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every problem found in a config file, sorted by position; never empty when
+/// returned by [`load`] or [`parse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    /// One error per line, no trailing newline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and parses the config file at `path` (see [`parse`]). A file that
+/// cannot be read, is not UTF-8 or is larger than [`MAX_FILE_BYTES`] is one
+/// [`ConfigError`] without a position.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let whole_file = |message: String| {
+        ConfigErrors(vec![ConfigError {
+            origin: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            path: String::new(),
+            message,
+        }])
+    };
+    let file = std::fs::File::open(path)
+        .map_err(|e| whole_file(format!("cannot open the config file: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| whole_file(format!("cannot read the config file: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(whole_file(format!(
+            "the file is larger than {} MiB; is this the config file?",
+            MAX_FILE_BYTES / MIB
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| whole_file(format!("the file is not UTF-8 text: {e}")))?;
+    parse(&text, path)
+}
+
+/// Parses config `text`. `origin` names the file in errors, and relative
+/// `data_dir` paths are joined to its directory. Never panics.
+///
+/// ```
+/// use std::path::Path;
+/// let cfg = vantage_coordinator::config::parse(
+///     "version = 1\n[[check]]\nname = \"db\"\nkind = \"tcp\"\nhost = \"db.internal\"\nport = 5432\nregions = [\"eu\"]\n",
+///     Path::new("/etc/vantage/coordinator.toml"),
+/// ).unwrap();
+/// assert_eq!(cfg.checks[0].check.name, "db");
+/// assert_eq!(cfg.server.data_dir, Path::new("/etc/vantage/vantage-data"));
+/// ```
+pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigErrors> {
+    let mut cx = Ctx::new(text, origin);
+    let (doc, syntax_errors) = DeTable::parse_recoverable(text);
+    if !syntax_errors.is_empty() {
+        return Err(syntax(cx, syntax_errors));
+    }
+    let mut root = TableReader::new(doc.get_ref(), 0..0, String::new());
+    read_version(&mut cx, &mut root);
+    let base_dir = origin.parent().unwrap_or(Path::new(""));
+    let server = read_server(&mut cx, &mut root, base_dir);
+    let checks = check::read_checks(&mut cx, &mut root);
+    root.finish(&mut cx);
+
+    let errors = cx.into_errors();
+    if errors.is_empty() {
+        Ok(Config {
+            origin: origin.to_path_buf(),
+            server,
+            checks,
+        })
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn syntax(mut cx: Ctx<'_>, mut errors: Vec<toml::de::Error>) -> ConfigErrors {
+    errors.sort_by_key(|e| e.span().map(|s| s.start));
+    errors.dedup_by(|a, b| a.span() == b.span() && a.message() == b.message());
+    let total = errors.len();
+    let mut last = 0..0;
+    for e in errors.iter().take(MAX_SYNTAX_ERRORS) {
+        last = e.span().unwrap_or(0..0);
+        cx.error(&last, "", format!("invalid TOML: {}", e.message()));
+    }
+    if total > MAX_SYNTAX_ERRORS {
+        let more = total - MAX_SYNTAX_ERRORS;
+        cx.error(
+            &last,
+            "",
+            format!("invalid TOML: {more} more syntax errors not shown"),
+        );
+    }
+    ConfigErrors(cx.into_errors())
+}
+
+fn read_version(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>) {
+    let _ = root.required(cx, "version", |cx, f| {
+        let v = reader::integer(cx, f, "an integer (the config version, 1)")?;
+        if v == VERSION {
+            Ok(())
+        } else {
+            Err(f.error(
+                cx,
+                format!("unsupported version {v}: the supported version is {VERSION}"),
+            ))
+        }
+    });
+}
+
+fn read_server(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>, base_dir: &Path) -> ServerConfig {
+    let mut server = ServerConfig {
+        data_dir: base_dir.join(DEFAULT_DATA_DIR),
+        ..ServerConfig::default()
+    };
+    let Some(field) = root.field("server") else {
+        return server;
+    };
+    let Ok(mut r) = field.table(cx, "a table ([server])") else {
+        return server;
+    };
+    let grpc = r.optional(cx, "grpc_listen", listen_addr);
+    let http = r.optional(cx, "http_listen", listen_addr);
+    if let Ok(Some(a)) = grpc {
+        server.grpc_listen = a;
+    }
+    if let Ok(Some(a)) = http {
+        server.http_listen = a;
+    }
+    if let (Ok(_), Ok(_)) = (grpc, http) {
+        if server.grpc_listen == server.http_listen && server.grpc_listen.port() != 0 {
+            let key = if http.is_ok_and(|a| a.is_some()) {
+                "http_listen"
+            } else {
+                "grpc_listen"
+            };
+            let at = r.key_span(key).unwrap_or_else(|| r.header().clone());
+            cx.error(
+                &at,
+                &r.key_path(key),
+                format!(
+                    "grpc_listen and http_listen are both {}: give each its own port",
+                    server.grpc_listen
+                ),
+            );
+        }
+    }
+    if let Ok(Some(dir)) = r.optional(cx, "data_dir", |cx, f| {
+        let s = reader::string(cx, f)?;
+        if s.is_empty() {
+            return Err(f.error(
+                cx,
+                "must not be empty: give a directory, like \"vantage-data\"",
+            ));
+        }
+        Ok(PathBuf::from(s))
+    }) {
+        server.data_dir = base_dir.join(dir);
+    }
+    if let Ok(Some(w)) = r.optional(cx, "window", |cx, f| {
+        let d = reader::duration(cx, f)?;
+        if (MIN_WINDOW..=MAX_WINDOW).contains(&d) {
+            Ok(d)
+        } else {
+            Err(f.error(cx, out_of_range(d, MIN_WINDOW, MAX_WINDOW)))
+        }
+    }) {
+        server.window = w;
+    }
+    if let Ok(Some(mb)) = r.optional(cx, "cache_capacity_mb", |cx, f| {
+        let expected = "an integer number of MiB from 1 to 4096";
+        let n = reader::integer(cx, f, expected)?;
+        match u64::try_from(n) {
+            Ok(n) if CACHE_CAPACITY_MB_RANGE.contains(&n) => Ok(n),
+            _ => Err(f.error(cx, format!("{n} is out of range: use 1 to 4096 (MiB)"))),
+        }
+    }) {
+        server.cache_capacity_bytes = mb * MIB;
+    }
+    r.finish(cx);
+    server
+}
+
+fn listen_addr(cx: &mut Ctx<'_>, f: &Field<'_, '_>) -> Result<SocketAddr, Reported> {
+    let expected = "a string like \"127.0.0.1:7070\"";
+    let toml::de::DeValue::String(s) = f.value.get_ref() else {
+        return Err(f.type_error(cx, expected));
+    };
+    s.parse().map_err(|_| {
+        f.error(
+            cx,
+            format!(
+                "{s:?} is not a listen address: use IP:PORT, like \"127.0.0.1:7070\" or \"[::]:7070\""
+            ),
+        )
+    })
+}
+
+/// "`d` is out of range: use `min` to `max`", in the words of `vantage_proto::spec`.
+fn out_of_range(d: Duration, min: Duration, max: Duration) -> String {
+    use vantage_proto::spec::humantime_like as human;
+    format!(
+        "{} is out of range: use {} to {}",
+        human(d),
+        human(min),
+        human(max)
+    )
+}
