@@ -228,9 +228,10 @@ fn read_regions(cx: &mut Ctx<'_>, f: &Field<'_, '_>) -> Result<Vec<String>, Repo
     if elements.is_empty() {
         return Err(f.error(cx, "must list at least one region, like [\"eu\"]"));
     }
-    let mut regions: Vec<String> = Vec::new();
+    // (element index, name) of the regions read so far.
+    let mut regions: Vec<(usize, String)> = Vec::new();
     let mut failed = false;
-    for e in &elements {
+    for (i, e) in elements.iter().enumerate() {
         let Ok(region) = reader::string(cx, e) else {
             failed = true;
             continue;
@@ -243,19 +244,19 @@ fn read_regions(cx: &mut Ctx<'_>, f: &Field<'_, '_>) -> Result<Vec<String>, Repo
                 ),
             );
             failed = true;
-        } else if let Some(first) = regions.iter().position(|r| *r == region) {
+        } else if let Some((first, _)) = regions.iter().find(|(_, r)| *r == region) {
             e.error(
                 cx,
                 format!("duplicate region {region:?}: already listed as regions[{first}]"),
             );
             failed = true;
         }
-        regions.push(region);
+        regions.push((i, region));
     }
     if failed {
         Err(Reported)
     } else {
-        Ok(regions)
+        Ok(regions.into_iter().map(|(_, r)| r).collect())
     }
 }
 
@@ -321,19 +322,12 @@ fn read_url(cx: &mut Ctx<'_>, f: &Field<'_, '_>) -> Result<url::Url, Reported> {
 
 fn read_headers(cx: &mut Ctx<'_>, f: &Field<'_, '_>) -> Result<Vec<(String, String)>, Reported> {
     let entries = f.entries(cx, "an inline table like { X-Token = \"abc\" }")?;
-    let mut headers = Vec::new();
-    let mut failed = false;
-    for (name, value) in entries {
-        match reader::string(cx, &value) {
-            Ok(v) => headers.push((name.to_owned(), v)),
-            Err(Reported) => failed = true,
-        }
-    }
-    if failed {
-        Err(Reported)
-    } else {
-        Ok(headers)
-    }
+    // Entries of the wrong type are reported and left out; the rest are still
+    // validated by Check::validate.
+    Ok(entries
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_owned(), reader::string(cx, &value).ok()?)))
+        .collect())
 }
 
 fn read_statuses(cx: &mut Ctx<'_>, f: &Field<'_, '_>) -> Result<Vec<u16>, Reported> {
@@ -344,27 +338,21 @@ fn read_statuses(cx: &mut Ctx<'_>, f: &Field<'_, '_>) -> Result<Vec<u16>, Report
             "must list at least one status code; leave the key out to accept 200-399",
         ));
     }
+    // Bad elements are reported and left out; the rest are still validated by
+    // Check::validate, which owns the 100-599 rule.
     let mut statuses = Vec::new();
-    let mut failed = false;
     for e in &elements {
         let Ok(n) = reader::integer(cx, e, "a status code (100-599)") else {
-            failed = true;
             continue;
         };
         match u16::try_from(n) {
-            // The 100-599 rule itself is Check::validate's.
             Ok(s) => statuses.push(s),
             Err(_) => {
                 e.error(cx, format!("{n} is not an HTTP status code (100-599)"));
-                failed = true;
             }
         }
     }
-    if failed {
-        Err(Reported)
-    } else {
-        Ok(statuses)
-    }
+    Ok(statuses)
 }
 
 /// `host` and `port`, shared by tcp and tls.
