@@ -58,10 +58,9 @@ impl<'a> Ctx<'a> {
         }
         let line = self.line_starts.partition_point(|&s| s <= offset).max(1);
         let start = self.line_starts[line - 1];
-        let column = self
-            .text
-            .get(start..offset)
-            .map_or(0, |s| s.chars().count());
+        // A byte-order mark is not a column an editor shows.
+        let before = self.text.get(start..offset).unwrap_or("");
+        let column = before.trim_start_matches('\u{feff}').chars().count();
         (line, column + 1)
     }
 
@@ -446,6 +445,7 @@ mod tests {
         assert_eq!(cx.position(7), (2, 1));
         assert_eq!(cx.position(1000), (3, 2));
         assert_eq!(Ctx::new("", Path::new("e")).position(0), (1, 1));
+        assert_eq!(Ctx::new("\u{feff}ab", Path::new("b")).position(4), (1, 2));
     }
 
     #[test]
