@@ -69,9 +69,7 @@ pub(super) fn read_checks(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>) -> V
         let Ok(r) = element.table(cx, "a table ([[check]])") else {
             continue;
         };
-        if let Some(c) = read_check(cx, r, i, &mut names) {
-            checks.push(c);
-        }
+        checks.push(read_check(cx, r, i, &mut names));
     }
     checks
 }
@@ -108,7 +106,7 @@ fn read_check(
     mut r: TableReader<'_, '_>,
     index: usize,
     names: &mut HashMap<String, (usize, usize)>,
-) -> Option<CheckConfig> {
+) -> CheckConfig {
     let mut stand_ins = StandIns::default();
 
     let name = r.required(cx, "name", reader::string);
@@ -142,13 +140,23 @@ fn read_check(
             probe
         }
         Err(Reported) => {
-            // Without a kind its keys cannot be judged; accept them all.
+            // Without a kind its keys cannot be judged: accept them all, and
+            // validate the common keys against a stand-in probe.
             for kind in ProbeKind::ALL {
                 r.allow(kind_keys(kind));
             }
             None
         }
     };
+    let probe = probe.unwrap_or_else(|| {
+        for kind in ProbeKind::ALL {
+            stand_ins.0.extend_from_slice(kind_keys(kind));
+        }
+        ProbeSpec::Tcp(TcpSpec {
+            host: String::new(),
+            port: 0,
+        })
+    });
 
     let interval = stand_ins.or("interval", interval, DEFAULT_INTERVAL);
     let interval_known = !stand_ins.0.contains(&"interval");
@@ -177,7 +185,7 @@ fn read_check(
         name,
         interval,
         timeout,
-        probe: probe?,
+        probe,
     };
     for e in check.validate() {
         if stand_ins.0.contains(&e.field) {
@@ -187,7 +195,7 @@ fn read_check(
         cx.error(&at, &r.key_path(e.field), e.message);
     }
     r.finish(cx);
-    Some(CheckConfig { check, regions })
+    CheckConfig { check, regions }
 }
 
 fn human(d: Duration) -> String {
