@@ -493,8 +493,7 @@ enum BodyRead {
 /// Reads at most [`BODY_LIMIT`] bytes of `body`, stopping as soon as `needle`
 /// (when given) is found.
 async fn read_body(mut body: Incoming, needle: Option<&[u8]>) -> Result<BodyRead, hyper::Error> {
-    let needle = needle.filter(|n| !n.is_empty());
-    let mut prefix: Vec<u8> = Vec::new();
+    let mut finder = needle.map(Finder::new);
     let mut read = 0;
     while read < BODY_LIMIT {
         let Some(frame) = body.frame().await else {
@@ -505,20 +504,49 @@ async fn read_body(mut body: Incoming, needle: Option<&[u8]>) -> Result<BodyRead
         };
         let take = data.len().min(BODY_LIMIT - read);
         read += take;
-        if let Some(needle) = needle {
-            // Search only what is new, plus an overlap for a needle split
-            // across two frames.
-            let from = prefix.len().saturating_sub(needle.len() - 1);
-            prefix.extend_from_slice(&data[..take]);
-            if prefix[from..].windows(needle.len()).any(|w| w == needle) {
+        if let Some(finder) = finder.as_mut() {
+            if finder.push(&data[..take]) {
                 return Ok(BodyRead::Ok);
             }
         }
     }
-    Ok(match needle {
+    Ok(match finder {
         Some(_) => BodyRead::Missing { bytes: read },
         None => BodyRead::Ok,
     })
+}
+
+/// Searches a needle in a body that arrives in chunks.
+struct Finder<'n> {
+    needle: &'n [u8],
+    /// The end of what was seen, kept so that a needle split across two
+    /// chunks is found: at most `needle.len() - 1` bytes.
+    tail: Vec<u8>,
+}
+
+impl<'n> Finder<'n> {
+    fn new(needle: &'n [u8]) -> Self {
+        Finder {
+            needle,
+            tail: Vec::new(),
+        }
+    }
+
+    /// Adds a chunk; whether the needle has now been seen. An empty needle is
+    /// found at once.
+    fn push(&mut self, chunk: &[u8]) -> bool {
+        let n = self.needle.len();
+        if n == 0 {
+            return true;
+        }
+        self.tail.extend_from_slice(chunk);
+        if self.tail.windows(n).any(|w| w == self.needle) {
+            return true;
+        }
+        let keep = self.tail.len().min(n - 1);
+        self.tail.drain(..self.tail.len() - keep);
+        false
+    }
 }
 
 fn is_redirect(status: StatusCode) -> bool {
@@ -568,4 +596,387 @@ pub(crate) fn redact(url: &Url) -> String {
     let _ = url.set_username("");
     let _ = url.set_password(None);
     url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use vantage_proto::v1::ChainStatus;
+
+    use super::*;
+    use crate::probe::testkit::{self, Pki, ServerCert, Validity};
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    const SHORT: Duration = Duration::from_millis(400);
+
+    fn spec(url: &str) -> HttpSpec {
+        HttpSpec::get(url.parse().unwrap())
+    }
+
+    async fn run(spec: HttpSpec) -> ProbeOutcome {
+        run_within(spec, TIMEOUT).await
+    }
+
+    async fn run_within(spec: HttpSpec, timeout: Duration) -> ProbeOutcome {
+        HttpProbe::new(spec, timeout).unwrap().run().await
+    }
+
+    fn class(out: &ProbeOutcome) -> ErrorClass {
+        out.error.as_ref().expect("the attempt failed").class
+    }
+
+    #[tokio::test]
+    async fn a_plain_get_times_every_phase_but_dns_and_tls() {
+        let addr = testkit::http_server().await;
+        let url = format!("http://{addr}/health");
+        let out = run(spec(&url)).await;
+        assert_eq!(out.error, None);
+        assert_eq!(out.status, Some(200));
+        assert_eq!(out.http_version.as_deref(), Some("HTTP/1.1"));
+        assert_eq!(out.final_url.as_deref(), Some(url.as_str()));
+        assert_eq!(out.redirects, 0);
+        assert_eq!(out.phases.dns, None, "IP literal");
+        assert_eq!(out.phases.tls, None, "plain http");
+        assert_eq!(out.tls, None);
+        let (connect, waiting) = (out.phases.connect.unwrap(), out.phases.waiting.unwrap());
+        assert!(connect + waiting <= out.phases.total);
+        let probe = HttpProbe::new(spec(&url), TIMEOUT).unwrap();
+        assert_eq!(probe.kind(), ProbeKind::Http);
+    }
+
+    #[tokio::test]
+    async fn a_host_name_adds_the_dns_phase() {
+        let addr = testkit::http_server().await;
+        let out = run(spec(&format!("http://localhost:{}/", addr.port()))).await;
+        assert_eq!(out.error, None);
+        assert!(out.phases.dns.is_some());
+    }
+
+    #[tokio::test]
+    async fn headers_user_agent_and_host_are_sent() {
+        let addr = testkit::http_server().await;
+        let mut s = spec(&format!("http://{addr}/echo"));
+        s.headers = vec![("X-Probe".into(), "yes".into())];
+        for line in [
+            format!("user-agent: {USER_AGENT_VALUE}\n"),
+            format!("host: {addr}\n"),
+            "x-probe: yes\n".to_owned(),
+            "version: HTTP/1.1\n".to_owned(),
+        ] {
+            s.body_contains = Some(line.clone());
+            assert_eq!(run(s.clone()).await.error, None, "the echo shows {line:?}");
+        }
+        s.body_contains = Some("x-absent".into());
+        assert_eq!(class(&run(s).await), ErrorClass::Body);
+    }
+
+    #[tokio::test]
+    async fn a_500_is_class_status() {
+        let addr = testkit::http_server().await;
+        let out = run(spec(&format!("http://{addr}/status/500"))).await;
+        assert_eq!(class(&out), ErrorClass::Status);
+        assert_eq!(out.status, Some(500));
+        assert!(out.error.unwrap().message.contains("200-399"));
+
+        let mut s = spec(&format!("http://{addr}/status/500"));
+        s.expect_status = vec![500];
+        assert_eq!(run(s).await.error, None, "500 was expected");
+    }
+
+    #[tokio::test]
+    async fn body_contains_is_searched_in_the_first_mebibyte() {
+        let addr = testkit::http_server().await;
+        let mut s = spec(&format!("http://{addr}/"));
+        s.body_contains = Some("from the target".into());
+        assert_eq!(run(s.clone()).await.error, None);
+
+        s.body_contains = Some("not there".into());
+        let out = run(s).await;
+        assert_eq!(class(&out), ErrorClass::Body);
+        assert!(out.error.unwrap().message.contains("not there"));
+
+        // `/big` puts the needle right after the first BODY_LIMIT bytes.
+        let mut s = spec(&format!("http://{addr}/big"));
+        s.body_contains = Some("needle".into());
+        let out = run(s).await;
+        assert_eq!(class(&out), ErrorClass::Body);
+        let message = out.error.unwrap().message;
+        assert!(
+            message.contains(&format!("first {BODY_LIMIT} bytes")),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_response_is_class_timeout_at_the_deadline() {
+        let addr = testkit::http_server().await;
+        let out = run_within(spec(&format!("http://{addr}/slow")), SHORT).await;
+        assert_eq!(class(&out), ErrorClass::Timeout);
+        assert!(out.error.unwrap().message.contains("waiting"));
+        assert!(out.phases.connect.is_some());
+        assert_eq!(out.phases.waiting, None);
+        assert!(out.phases.total >= SHORT && out.phases.total < testkit::SLOW);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_class_timeout() {
+        let addr = testkit::silent_server().await;
+        let out = run_within(spec(&format!("http://{addr}/")), SHORT).await;
+        assert_eq!(class(&out), ErrorClass::Timeout);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closes_at_once_is_class_connect() {
+        let addr = testkit::closing_server().await;
+        let out = run(spec(&format!("http://{addr}/"))).await;
+        assert_eq!(class(&out), ErrorClass::Connect, "{:?}", out.error);
+        assert!(out.error.unwrap().message.contains("no response"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_port_is_class_connect_without_credentials() {
+        let addr = testkit::closed_port().await;
+        let out = run(spec(&format!("http://user:s3cret@{addr}/"))).await;
+        assert_eq!(class(&out), ErrorClass::Connect);
+        let shown = format!("{:?} {:?}", out.error, out.final_url);
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("user"),
+            "{shown}"
+        );
+        assert_eq!(out.final_url, Some(format!("http://{addr}/")));
+    }
+
+    #[tokio::test]
+    async fn an_unresolvable_name_is_class_dns() {
+        let out = run(spec(&format!("http://{}/", testkit::UNRESOLVABLE))).await;
+        assert_eq!(class(&out), ErrorClass::Dns, "{:?}", out.error);
+        assert_eq!((out.phases.dns, out.phases.connect), (None, None));
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed() {
+        let addr = testkit::http_server().await;
+        let out = run(spec(&format!("http://{addr}/redirect/3"))).await;
+        assert_eq!(out.error, None);
+        assert_eq!(out.redirects, 4, "3, 2, 1, 0, then /");
+        assert_eq!(out.status, Some(200));
+        assert_eq!(out.final_url, Some(format!("http://{addr}/")));
+    }
+
+    #[tokio::test]
+    async fn redirects_are_capped() {
+        let addr = testkit::http_server().await;
+        let mut s = spec(&format!("http://{addr}/redirect/5"));
+        s.max_redirects = 2;
+        let out = run(s).await;
+        assert_eq!(class(&out), ErrorClass::Status);
+        assert_eq!(out.redirects, 2);
+        assert_eq!(out.status, Some(302));
+        assert!(out.error.unwrap().message.contains("too many redirects"));
+
+        let out = run(spec(&format!("http://{addr}/loop"))).await;
+        assert_eq!(class(&out), ErrorClass::Status);
+        assert_eq!(out.redirects, 10, "the default max_redirects");
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed_when_disabled() {
+        let addr = testkit::http_server().await;
+        let mut s = spec(&format!("http://{addr}/redirect/1"));
+        s.follow_redirects = false;
+        let out = run(s).await;
+        assert_eq!(out.error, None, "302 is in 200-399");
+        assert_eq!((out.status, out.redirects), (Some(302), 0));
+
+        let out = run(spec(&format!("http://{addr}/no-location"))).await;
+        assert_eq!((out.status, out.redirects), (Some(302), 0));
+    }
+
+    #[tokio::test]
+    async fn see_other_turns_a_post_into_a_get() {
+        let addr = testkit::http_server().await;
+        let mut s = spec(&format!("http://{addr}/see-other"));
+        s.method = "POST".into();
+        s.body_contains = Some("method: GET".into());
+        let out = run(s).await;
+        assert_eq!(out.error, None);
+        assert_eq!(out.redirects, 1);
+    }
+
+    #[tokio::test]
+    async fn credentials_are_not_sent_to_another_origin() {
+        let addr = testkit::http_server().await;
+        let mut s = spec(&format!("http://{addr}/echo"));
+        s.headers = vec![("Authorization".into(), "Bearer t0ken".into())];
+        s.body_contains = Some("authorization: Bearer t0ken".into());
+        assert_eq!(run(s.clone()).await.error, None, "same origin: sent");
+
+        // 127.0.0.1 → localhost is another origin.
+        let port = addr.port();
+        s.url = format!("http://{addr}/to?http://localhost:{port}/echo")
+            .parse()
+            .unwrap();
+        let out = run(s).await;
+        assert_eq!(out.redirects, 1);
+        assert_eq!(class(&out), ErrorClass::Body, "not sent after the redirect");
+    }
+
+    #[tokio::test]
+    async fn https_negotiates_http2_and_records_facts() {
+        let pki = Pki::new();
+        let ca = pki.ca_file();
+        let addr = testkit::https_server(pki.leaf(&["localhost"], Validity::Current)).await;
+        let mut s = spec(&format!("https://localhost:{}/echo", addr.port()));
+        s.ca_file = ca.path().to_str().map(Into::into);
+        s.body_contains = Some("version: HTTP/2.0".into());
+        let out = run(s).await;
+        assert_eq!(out.error, None);
+        assert_eq!(out.http_version.as_deref(), Some("HTTP/2"));
+        assert!(out.phases.dns.is_some() && out.phases.tls.is_some());
+        let facts = out.tls.expect("facts");
+        assert_eq!(facts.chain_status(), ChainStatus::Valid);
+        assert!(facts.san_match);
+    }
+
+    #[tokio::test]
+    async fn https_falls_back_to_http11_without_h2() {
+        let pki = Pki::new();
+        let ca = pki.ca_file();
+        let mut cert = pki.leaf(&["127.0.0.1"], Validity::Current);
+        cert.alpn = vec![b"http/1.1".to_vec()];
+        let addr = testkit::https_server(cert).await;
+        let mut s = spec(&format!("https://{addr}/"));
+        s.ca_file = ca.path().to_str().map(Into::into);
+        let out = run(s).await;
+        assert_eq!(out.error, None);
+        assert_eq!(out.http_version.as_deref(), Some("HTTP/1.1"));
+        assert_eq!(out.phases.dns, None);
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_certificate_is_class_tls_with_facts() {
+        let cert = ServerCert::self_signed("self.localhost", &["localhost"], Validity::Current);
+        let addr = testkit::https_server(cert).await;
+        let url = format!("https://localhost:{}/", addr.port());
+        let out = run(spec(&url)).await;
+        assert_eq!(class(&out), ErrorClass::Tls);
+        assert_eq!(out.status, None, "no request is sent to an untrusted peer");
+        assert_eq!(out.phases.waiting, None);
+        let facts = out.tls.expect("facts");
+        assert_eq!(facts.chain_status(), ChainStatus::SelfSigned);
+
+        let mut s = spec(&url);
+        s.insecure_skip_verify = true;
+        let out = run(s).await;
+        assert_eq!(out.error, None);
+        assert_eq!(out.status, Some(200));
+        assert_eq!(out.tls.unwrap().chain_status(), ChainStatus::SelfSigned);
+    }
+
+    #[tokio::test]
+    async fn an_expired_certificate_fails_even_with_the_right_ca() {
+        let pki = Pki::new();
+        let ca = pki.ca_file();
+        let addr = testkit::https_server(pki.leaf(&["localhost"], Validity::Expired)).await;
+        let mut s = spec(&format!("https://localhost:{}/", addr.port()));
+        s.ca_file = ca.path().to_str().map(Into::into);
+        let out = run(s).await;
+        assert_eq!(class(&out), ErrorClass::Tls);
+        assert_eq!(out.tls.unwrap().days_left, -11);
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_https_reports_the_last_hop() {
+        let pki = Pki::new();
+        let ca = pki.ca_file();
+        let tls_addr = testkit::https_server(pki.leaf(&["localhost"], Validity::Current)).await;
+        let addr = testkit::http_server().await;
+        let target = format!("https://localhost:{}/", tls_addr.port());
+        let mut s = spec(&format!("http://{addr}/to?{target}"));
+        s.ca_file = ca.path().to_str().map(Into::into);
+        let out = run(s).await;
+        assert_eq!(out.error, None);
+        assert_eq!(out.redirects, 1);
+        assert_eq!(out.final_url, Some(target));
+        assert!(out.phases.tls.is_some() && out.tls.is_some());
+    }
+
+    #[tokio::test]
+    async fn head_requests_have_no_body() {
+        let addr = testkit::http_server().await;
+        let mut s = spec(&format!("http://{addr}/"));
+        s.method = "HEAD".into();
+        let out = run(s).await;
+        assert_eq!((out.error, out.status), (None, Some(200)));
+    }
+
+    #[test]
+    fn bad_specs_fail_at_build_time() {
+        let mut s = spec("http://example.test/");
+        s.method = "GE T".into();
+        assert!(matches!(
+            HttpProbe::new(s, TIMEOUT),
+            Err(BuildError::Invalid(_))
+        ));
+
+        let mut s = spec("http://example.test/");
+        s.headers = vec![("Bad Name".into(), "x".into())];
+        assert!(matches!(
+            HttpProbe::new(s, TIMEOUT),
+            Err(BuildError::Invalid(_))
+        ));
+
+        let mut s = spec("http://example.test/");
+        s.headers = vec![("X-Ok".into(), "line\nbreak".into())];
+        assert!(matches!(
+            HttpProbe::new(s, TIMEOUT),
+            Err(BuildError::Invalid(_))
+        ));
+
+        let s = spec("ftp://example.test/");
+        assert!(matches!(
+            HttpProbe::new(s, TIMEOUT),
+            Err(BuildError::Invalid(_))
+        ));
+
+        let mut s = spec("https://example.test/");
+        s.ca_file = Some("/nonexistent/ca.pem".into());
+        assert!(matches!(
+            HttpProbe::new(s, TIMEOUT),
+            Err(BuildError::CaFile { .. })
+        ));
+    }
+
+    #[test]
+    fn the_finder_sees_a_needle_split_across_chunks() {
+        let mut f = Finder::new(b"needle");
+        assert!(!f.push(b"xxxnee"));
+        assert!(!f.push(b"d"));
+        assert!(f.push(b"leyyy"));
+        let mut f = Finder::new(b"abc");
+        assert!(!f.push(b"ab"));
+        assert!(!f.push(b"xc"));
+        assert!(Finder::new(b"").push(b""));
+    }
+
+    #[test]
+    fn redaction_removes_userinfo_only() {
+        let url: Url = "https://user:pw@example.test:8443/p?q=1".parse().unwrap();
+        assert_eq!(redact(&url), "https://example.test:8443/p?q=1");
+        let url: Url = "http://[::1]:8080/".parse().unwrap();
+        assert_eq!(redact(&url), "http://[::1]:8080/");
+    }
+
+    #[test]
+    fn targets_keep_ipv6_brackets_in_the_authority_only() {
+        let t = Target::parse(&"http://u:p@[::1]:8080/a?b".parse().unwrap()).unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
+        assert_eq!(t.authority, "[::1]:8080");
+        assert_eq!(t.uri(false).unwrap(), "/a?b");
+        assert_eq!(t.uri(true).unwrap(), "http://[::1]:8080/a?b");
+        let t = Target::parse(&"https://example.test/".parse().unwrap()).unwrap();
+        assert_eq!(
+            (t.port, t.https, t.authority.as_str()),
+            (443, true, "example.test")
+        );
+    }
 }

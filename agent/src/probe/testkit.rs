@@ -54,6 +54,14 @@ pub(crate) async fn silent_server() -> SocketAddr {
     addr
 }
 
+/// A server that accepts connections and closes them at once.
+pub(crate) async fn closing_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    spawn_accept_loop(listener, |tcp| async move { drop(tcp) });
+    addr
+}
+
 /// A listening port whose accept queue is full, so the kernel drops new SYNs
 /// and a connect hangs: a black-holed address, on loopback.
 pub(crate) struct Blackhole {
