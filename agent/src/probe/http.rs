@@ -25,7 +25,7 @@ use http::{
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use url::{Host, Position, Url};
@@ -430,7 +430,7 @@ impl Sender {
             let (sender, conn) = deadline
                 .run(
                     "http/2 handshake",
-                    http2::handshake(TokioExecutor::new(), io),
+                    http2::handshake(BoundedExecutor::until(deadline), io),
                 )
                 .await?
                 .map_err(failed)?;
@@ -453,8 +453,9 @@ impl Sender {
 }
 
 /// The connection half: hyper's connection future, polled only while the
-/// probe waits on the connection, and dropped (closing it) with the hop. No
-/// task is spawned, so nothing outlives the attempt.
+/// probe waits on the connection, and dropped (closing it) with the hop.
+/// HTTP/1.1 spawns nothing; HTTP/2's background tasks run on a
+/// [`BoundedExecutor`]. Either way nothing outlives the attempt.
 struct Driver(Option<BoxFuture<'static, ()>>);
 
 impl Driver {
@@ -479,6 +480,36 @@ impl Driver {
         }
         // The connection ended: `fut` now resolves (with an error) on its own.
         fut.await
+    }
+}
+
+/// Spawns hyper's HTTP/2 background tasks (the h2 connection, stream pipes),
+/// each cut off shortly after the attempt's deadline so that none outlives it,
+/// even against a peer that never lets the connection close.
+#[derive(Clone, Copy)]
+struct BoundedExecutor {
+    until: Instant,
+}
+
+impl BoundedExecutor {
+    /// Grace after the deadline for a clean shutdown (GOAWAY) of a
+    /// connection whose attempt has ended.
+    const GRACE: Duration = Duration::from_secs(1);
+
+    fn until(deadline: &Deadline) -> Self {
+        BoundedExecutor {
+            until: deadline.at() + Self::GRACE,
+        }
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for BoundedExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(tokio::time::timeout_at(self.until, fut));
     }
 }
 
@@ -835,6 +866,19 @@ mod tests {
         let facts = out.tls.expect("facts");
         assert_eq!(facts.chain_status(), ChainStatus::Valid);
         assert!(facts.san_match);
+    }
+
+    #[tokio::test]
+    async fn a_slow_http2_response_is_class_timeout() {
+        let pki = Pki::new();
+        let ca = pki.ca_file();
+        let addr = testkit::https_server(pki.leaf(&["127.0.0.1"], Validity::Current)).await;
+        let mut s = spec(&format!("https://{addr}/slow"));
+        s.ca_file = ca.path().to_str().map(Into::into);
+        let out = run_within(s, SHORT).await;
+        assert_eq!(class(&out), ErrorClass::Timeout);
+        assert!(out.phases.tls.is_some() && out.tls.is_some());
+        assert!(out.phases.total < testkit::SLOW);
     }
 
     #[tokio::test]

@@ -183,6 +183,9 @@ pub(crate) fn run_attempt<P: Attempt>(probe: &P) -> BoxFuture<'_, ProbeOutcome> 
     })
 }
 
+/// Longest deadline of an attempt, whatever the timeout asked for.
+const MAX_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+
 /// The deadline of one whole attempt (the check's `timeout`). Every network
 /// `await` of a probe goes through [`Deadline::run`], so a stalled phase ends
 /// as class `timeout` instead of waiting on kernel defaults.
@@ -196,12 +199,20 @@ pub(crate) struct Deadline {
 impl Deadline {
     /// A deadline `timeout` from now.
     pub(crate) fn after(timeout: Duration) -> Self {
+        // A spec's timeout is at most 2 minutes once validated; the cap only
+        // keeps an unvalidated huge value from overflowing `Instant`.
+        let timeout = timeout.min(MAX_DEADLINE);
         let start = Instant::now();
         Deadline {
             start,
             at: start + timeout,
             timeout,
         }
+    }
+
+    /// The instant the attempt must end.
+    pub(crate) fn at(&self) -> Instant {
+        self.at
     }
 
     /// Time since the attempt started.

@@ -1,7 +1,7 @@
 //! The `tcp` probe: resolve the host, connect, close. Its phases are `dns` (for a
 //! host name) and `connect`.
 //!
-//! [`resolve_and_connect`] is also the first step of the `http` and `tls`
+//! `resolve_and_connect` is also the first step of the `http` and `tls`
 //! probes, so all three time and classify those phases the same way.
 
 use std::net::{IpAddr, SocketAddr};
@@ -201,6 +201,13 @@ mod tests {
         assert_eq!(err.class, ErrorClass::Timeout, "{err:?}");
         assert!(err.message.contains("connect"), "{err:?}");
         assert!(out.phases.total >= timeout && out.phases.total < TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn an_unvalidated_huge_timeout_does_not_panic() {
+        let addr = testkit::closed_port().await;
+        let out = probe("127.0.0.1", addr.port(), Duration::MAX).run().await;
+        assert_eq!(out.error.unwrap().class, ErrorClass::Connect);
     }
 
     #[test]

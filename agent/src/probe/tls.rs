@@ -6,7 +6,7 @@
 //! (shared/RELIABILITY.md §4). The probe then fails with class `tls` unless the
 //! chain is valid and the name matches; the facts stay in the outcome.
 //!
-//! [`TlsClient`] is shared with the `http` probe for `https://` URLs.
+//! `TlsClient` is shared with the `http` probe for `https://` URLs.
 
 mod config;
 mod facts;
