@@ -13,6 +13,7 @@ use url::Url;
 use vantage_proto::spec::{Check, HttpSpec, ProbeKind, ProbeSpec, TcpSpec, TlsSpec};
 use vantage_proto::v1::{ChainStatus, ErrorClass, TlsFacts};
 
+use crate::probe::tcp::url_host;
 use crate::probe::{self, error_class_name, ProbeOutcome};
 
 /// Interval of the one-shot check: unused (it runs once), but a check needs
@@ -103,12 +104,7 @@ fn host_port(url: &Url) -> Result<(String, u16), String> {
             usage()
         ));
     }
-    let host = match url.host() {
-        Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
-        Some(url::Host::Ipv4(ip)) => ip.to_string(),
-        Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        _ => return Err(format!("the target has no host: {}", usage())),
-    };
+    let host = url_host(url).ok_or_else(|| format!("the target has no host: {}", usage()))?;
     let port = url
         .port()
         .ok_or_else(|| format!("the target has no port: {}", usage()))?;
@@ -319,7 +315,7 @@ fn redact_target(target: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::testkit::{self, Pki, ServerCert, Validity};
+    use crate::probe::testkit::{self, CaServer, ServerCert, Validity};
 
     const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -418,12 +414,11 @@ mod tests {
 
     #[tokio::test]
     async fn https_with_a_ca_file() {
-        let pki = Pki::new();
-        let ca = pki.ca_file();
-        let addr = testkit::https_server(pki.leaf(&["localhost"], Validity::Current)).await;
-        let target = format!("https://localhost:{}/", addr.port());
-        let ca_path = ca.path().to_str().map(Into::into);
-        let out = probe_url(&target, TIMEOUT, false, ca_path).await.unwrap();
+        let server = CaServer::start(&["localhost"], Validity::Current).await;
+        let target = format!("https://localhost:{}/", server.port());
+        let out = probe_url(&target, TIMEOUT, false, server.ca_file())
+            .await
+            .unwrap();
         assert!(out.is_success(), "{:?}", out.error);
         let v = json(&out, &target);
         assert_eq!(v["http_version"], "HTTP/2");

@@ -28,11 +28,11 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
-use url::{Host, Position, Url};
+use url::{Position, Url};
 use vantage_proto::spec::{HttpSpec, ProbeKind};
 use vantage_proto::v1::ErrorClass;
 
-use super::tcp::resolve_and_connect;
+use super::tcp::{resolve_and_connect, url_host};
 use super::tls::{self, TlsClient};
 use super::{
     describe_error, run_attempt, Attempt, BoxFuture, BuildError, Deadline, Phases, Probe,
@@ -323,11 +323,7 @@ impl Target {
             }
         };
         let no_host = || ProbeError::new(ErrorClass::Dns, format!("{} has no host", redact(url)));
-        let host = match url.host().ok_or_else(no_host)? {
-            Host::Domain(d) => d.to_owned(),
-            Host::Ipv4(ip) => ip.to_string(),
-            Host::Ipv6(ip) => ip.to_string(),
-        };
+        let host = url_host(url).ok_or_else(no_host)?;
         let port = url.port_or_known_default().ok_or_else(no_host)?;
         let host_str = url.host_str().unwrap_or_default();
         let authority = match url.port() {
@@ -634,7 +630,7 @@ mod tests {
     use vantage_proto::v1::ChainStatus;
 
     use super::*;
-    use crate::probe::testkit::{self, Pki, ServerCert, Validity};
+    use crate::probe::testkit::{self, CaServer, ServerCert, Validity};
 
     const TIMEOUT: Duration = Duration::from_secs(5);
     const SHORT: Duration = Duration::from_millis(400);
@@ -853,11 +849,9 @@ mod tests {
 
     #[tokio::test]
     async fn https_negotiates_http2_and_records_facts() {
-        let pki = Pki::new();
-        let ca = pki.ca_file();
-        let addr = testkit::https_server(pki.leaf(&["localhost"], Validity::Current)).await;
-        let mut s = spec(&format!("https://localhost:{}/echo", addr.port()));
-        s.ca_file = ca.path().to_str().map(Into::into);
+        let server = CaServer::start(&["localhost"], Validity::Current).await;
+        let mut s = spec(&format!("https://localhost:{}/echo", server.port()));
+        s.ca_file = server.ca_file();
         s.body_contains = Some("version: HTTP/2.0".into());
         let out = run(s).await;
         assert_eq!(out.error, None);
@@ -870,11 +864,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_http2_response_is_class_timeout() {
-        let pki = Pki::new();
-        let ca = pki.ca_file();
-        let addr = testkit::https_server(pki.leaf(&["127.0.0.1"], Validity::Current)).await;
-        let mut s = spec(&format!("https://{addr}/slow"));
-        s.ca_file = ca.path().to_str().map(Into::into);
+        let server = CaServer::start(&["127.0.0.1"], Validity::Current).await;
+        let mut s = spec(&format!("https://{}/slow", server.addr));
+        s.ca_file = server.ca_file();
         let out = run_within(s, SHORT).await;
         assert_eq!(class(&out), ErrorClass::Timeout);
         assert!(out.phases.tls.is_some() && out.tls.is_some());
@@ -883,13 +875,12 @@ mod tests {
 
     #[tokio::test]
     async fn https_falls_back_to_http11_without_h2() {
-        let pki = Pki::new();
-        let ca = pki.ca_file();
-        let mut cert = pki.leaf(&["127.0.0.1"], Validity::Current);
-        cert.alpn = vec![b"http/1.1".to_vec()];
-        let addr = testkit::https_server(cert).await;
-        let mut s = spec(&format!("https://{addr}/"));
-        s.ca_file = ca.path().to_str().map(Into::into);
+        let server = CaServer::start_with(&["127.0.0.1"], Validity::Current, |cert| {
+            cert.alpn = vec![b"http/1.1".to_vec()];
+        })
+        .await;
+        let mut s = spec(&format!("https://{}/", server.addr));
+        s.ca_file = server.ca_file();
         let out = run(s).await;
         assert_eq!(out.error, None);
         assert_eq!(out.http_version.as_deref(), Some("HTTP/1.1"));
@@ -918,11 +909,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_expired_certificate_fails_even_with_the_right_ca() {
-        let pki = Pki::new();
-        let ca = pki.ca_file();
-        let addr = testkit::https_server(pki.leaf(&["localhost"], Validity::Expired)).await;
-        let mut s = spec(&format!("https://localhost:{}/", addr.port()));
-        s.ca_file = ca.path().to_str().map(Into::into);
+        let server = CaServer::start(&["localhost"], Validity::Expired).await;
+        let mut s = spec(&format!("https://localhost:{}/", server.port()));
+        s.ca_file = server.ca_file();
         let out = run(s).await;
         assert_eq!(class(&out), ErrorClass::Tls);
         assert_eq!(out.tls.unwrap().days_left, -11);
@@ -930,13 +919,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_redirect_to_https_reports_the_last_hop() {
-        let pki = Pki::new();
-        let ca = pki.ca_file();
-        let tls_addr = testkit::https_server(pki.leaf(&["localhost"], Validity::Current)).await;
+        let server = CaServer::start(&["localhost"], Validity::Current).await;
         let addr = testkit::http_server().await;
-        let target = format!("https://localhost:{}/", tls_addr.port());
+        let target = format!("https://localhost:{}/", server.port());
         let mut s = spec(&format!("http://{addr}/to?{target}"));
-        s.ca_file = ca.path().to_str().map(Into::into);
+        s.ca_file = server.ca_file();
         let out = run(s).await;
         assert_eq!(out.error, None);
         assert_eq!(out.redirects, 1);

@@ -58,6 +58,17 @@ pub(crate) fn ip_literal(host: &str) -> Option<IpAddr> {
     bare.parse().ok()
 }
 
+/// The host of `url` to resolve or connect to: a name, or an IP literal
+/// without brackets. `None` when the URL has no (or an empty) host.
+pub(crate) fn url_host(url: &url::Url) -> Option<String> {
+    match url.host()? {
+        url::Host::Domain("") => None,
+        url::Host::Domain(name) => Some(name.to_owned()),
+        url::Host::Ipv4(ip) => Some(ip.to_string()),
+        url::Host::Ipv6(ip) => Some(ip.to_string()),
+    }
+}
+
 /// Resolves `host` and connects to the first address that answers, recording
 /// `phases.dns` (only for a host name, not an IP literal) and `phases.connect`.
 ///
@@ -208,6 +219,20 @@ mod tests {
         let addr = testkit::closed_port().await;
         let out = probe("127.0.0.1", addr.port(), Duration::MAX).run().await;
         assert_eq!(out.error.unwrap().class, ErrorClass::Connect);
+    }
+
+    #[test]
+    fn url_hosts_lose_their_brackets() {
+        let host = |u: &str| url_host(&u.parse().unwrap());
+        assert_eq!(host("http://[::1]:80/").as_deref(), Some("::1"));
+        assert_eq!(host("tcp://[::1]:80").as_deref(), Some("::1"));
+        assert_eq!(host("https://10.0.0.1/").as_deref(), Some("10.0.0.1"));
+        assert_eq!(
+            host("tls://Example.test:1").as_deref(),
+            Some("Example.test")
+        );
+        assert_eq!(host("tcp:///x"), None);
+        assert_eq!(host("data:text/plain,x"), None);
     }
 
     #[test]

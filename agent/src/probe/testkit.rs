@@ -272,6 +272,46 @@ impl Pki {
     }
 }
 
+/// An HTTPS server presenting a leaf from a fresh test CA, and that CA as a
+/// `ca_file`.
+pub(crate) struct CaServer {
+    /// Where the server listens.
+    pub(crate) addr: SocketAddr,
+    ca: tempfile::NamedTempFile,
+}
+
+impl CaServer {
+    /// A server for `names` (DNS names or IP addresses).
+    pub(crate) async fn start(names: &[&str], validity: Validity) -> Self {
+        Self::start_with(names, validity, |_| {}).await
+    }
+
+    /// A server for `names` whose certificate and settings `adjust` changes.
+    pub(crate) async fn start_with(
+        names: &[&str],
+        validity: Validity,
+        adjust: impl FnOnce(&mut ServerCert),
+    ) -> Self {
+        let pki = Pki::new();
+        let mut cert = pki.leaf(names, validity);
+        adjust(&mut cert);
+        CaServer {
+            addr: https_server(cert).await,
+            ca: pki.ca_file(),
+        }
+    }
+
+    /// The port the server listens on.
+    pub(crate) fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The path of the CA file, as a spec's `ca_file`.
+    pub(crate) fn ca_file(&self) -> Option<String> {
+        self.ca.path().to_str().map(Into::into)
+    }
+}
+
 /// What an HTTPS test server presents and negotiates.
 pub(crate) struct ServerCert {
     chain: Vec<CertificateDer<'static>>,

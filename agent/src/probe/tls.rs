@@ -170,7 +170,7 @@ mod tests {
     use vantage_proto::v1::ChainStatus;
 
     use super::*;
-    use crate::probe::testkit::{self, Pki, ServerCert, Validity};
+    use crate::probe::testkit::{self, CaServer, ServerCert, Validity};
 
     const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -187,18 +187,26 @@ mod tests {
         TlsProbe::new(spec, TIMEOUT).unwrap().run().await
     }
 
+    /// Probes 127.0.0.1 as `localhost`, trusting the CA of a leaf for `names`.
+    async fn probe_localhost(
+        names: &[&str],
+        validity: Validity,
+        adjust: impl FnOnce(&mut ServerCert),
+    ) -> ProbeOutcome {
+        let server = CaServer::start_with(names, validity, adjust).await;
+        let ca_file = server.ca_file();
+        run(spec(
+            "127.0.0.1",
+            server.port(),
+            Some("localhost"),
+            ca_file.as_deref(),
+        ))
+        .await
+    }
+
     #[tokio::test]
     async fn a_valid_chain_from_ca_file_passes_with_facts() {
-        let pki = Pki::new();
-        let ca = pki.ca_file();
-        let addr = testkit::https_server(pki.leaf(&["localhost"], Validity::Current)).await;
-        let out = run(spec(
-            "127.0.0.1",
-            addr.port(),
-            Some("localhost"),
-            Some(ca.path().to_str().unwrap()),
-        ))
-        .await;
+        let out = probe_localhost(&["localhost"], Validity::Current, |_| {}).await;
         assert_eq!(out.error, None);
         let facts = out.tls.expect("facts");
         assert_eq!(facts.chain_status(), ChainStatus::Valid);
@@ -218,10 +226,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_ip_address_matches_an_ip_san() {
-        let pki = Pki::new();
-        let ca = pki.ca_file();
-        let addr = testkit::https_server(pki.leaf(&["127.0.0.1"], Validity::Current)).await;
-        let out = run(spec("127.0.0.1", addr.port(), None, ca.path().to_str())).await;
+        let server = CaServer::start(&["127.0.0.1"], Validity::Current).await;
+        let ca_file = server.ca_file();
+        let out = run(spec("127.0.0.1", server.port(), None, ca_file.as_deref())).await;
         assert_eq!(out.error, None);
         let facts = out.tls.unwrap();
         assert!(facts.san_match);
@@ -230,16 +237,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_wrong_host_is_a_name_mismatch() {
-        let pki = Pki::new();
-        let ca = pki.ca_file();
-        let addr = testkit::https_server(pki.leaf(&["other.test"], Validity::Current)).await;
-        let out = run(spec(
-            "127.0.0.1",
-            addr.port(),
-            Some("localhost"),
-            ca.path().to_str(),
-        ))
-        .await;
+        let out = probe_localhost(&["other.test"], Validity::Current, |_| {}).await;
         let err = out.error.expect("name mismatch fails");
         assert_eq!(err.class, ErrorClass::Tls);
         assert!(err.message.contains("not valid for localhost"), "{err:?}");
@@ -271,16 +269,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_expired_certificate_reports_negative_days() {
-        let pki = Pki::new();
-        let ca = pki.ca_file();
-        let addr = testkit::https_server(pki.leaf(&["localhost"], Validity::Expired)).await;
-        let out = run(spec(
-            "127.0.0.1",
-            addr.port(),
-            Some("localhost"),
-            ca.path().to_str(),
-        ))
-        .await;
+        let out = probe_localhost(&["localhost"], Validity::Expired, |_| {}).await;
         let err = out.error.expect("expired");
         assert_eq!(err.class, ErrorClass::Tls);
         assert!(err.message.contains("expired on"), "{err:?}");
@@ -293,25 +282,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_not_yet_valid_certificate_is_reported() {
-        let pki = Pki::new();
-        let ca = pki.ca_file();
-        let addr = testkit::https_server(pki.leaf(&["localhost"], Validity::NotYetValid)).await;
-        let out = run(spec(
-            "127.0.0.1",
-            addr.port(),
-            Some("localhost"),
-            ca.path().to_str(),
-        ))
-        .await;
+        let out = probe_localhost(&["localhost"], Validity::NotYetValid, |_| {}).await;
         assert_eq!(out.error.unwrap().class, ErrorClass::Tls);
         assert_eq!(out.tls.unwrap().chain_status(), ChainStatus::NotYetValid);
     }
 
     #[tokio::test]
     async fn an_unknown_issuer_without_the_ca_file() {
-        let pki = Pki::new();
-        let addr = testkit::https_server(pki.leaf(&["localhost"], Validity::Current)).await;
-        let out = run(spec("127.0.0.1", addr.port(), Some("localhost"), None)).await;
+        let server = CaServer::start(&["localhost"], Validity::Current).await;
+        let out = run(spec("127.0.0.1", server.port(), Some("localhost"), None)).await;
         assert_eq!(out.error.unwrap().class, ErrorClass::Tls);
         let facts = out.tls.unwrap();
         assert_eq!(facts.chain_status(), ChainStatus::UnknownIssuer);
@@ -320,17 +299,9 @@ mod tests {
 
     #[tokio::test]
     async fn tls12_is_reported() {
-        let pki = Pki::new();
-        let ca = pki.ca_file();
-        let mut cert = pki.leaf(&["localhost"], Validity::Current);
-        cert.tls12_only = true;
-        let addr = testkit::https_server(cert).await;
-        let out = run(spec(
-            "127.0.0.1",
-            addr.port(),
-            Some("localhost"),
-            ca.path().to_str(),
-        ))
+        let out = probe_localhost(&["localhost"], Validity::Current, |cert| {
+            cert.tls12_only = true;
+        })
         .await;
         assert_eq!(out.error, None);
         assert_eq!(out.tls.unwrap().protocol_version, "TLSv1.2");
