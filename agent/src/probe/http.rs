@@ -92,45 +92,8 @@ impl HttpProbe {
         out: &mut ProbeOutcome,
     ) -> Result<Hop, ProbeError> {
         let target = Target::parse(url)?;
-        let tcp = resolve_and_connect(&target.host, target.port, deadline, &mut out.phases).await?;
-        if !target.https {
-            return self
-                .exchange(tcp, false, &target, url, req, deadline, out)
-                .await;
-        }
-        let name = tls::server_name(&target.host)?;
-        let (stream, facts) = self
-            .tls
-            .handshake(tcp, &name, deadline, &mut out.phases)
-            .await?;
-        let verdict = tls::verdict(&facts);
-        out.tls = Some(facts);
-        if !self.spec.insecure_skip_verify {
-            // Nothing has been sent yet: an untrusted peer gets no request.
-            verdict?;
-        }
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-        self.exchange(stream, h2, &target, url, req, deadline, out)
-            .await
-    }
-
-    /// Sends the request over `io` and judges the response.
-    #[allow(clippy::too_many_arguments)]
-    async fn exchange<IO>(
-        &self,
-        io: IO,
-        h2: bool,
-        target: &Target,
-        url: &Url,
-        req: &RequestParts,
-        deadline: &Deadline,
-        out: &mut ProbeOutcome,
-    ) -> Result<Hop, ProbeError>
-    where
-        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        let request = target.request(h2, req)?;
-        let (mut sender, mut driver) = Sender::handshake(io, h2, deadline).await?;
+        let (mut sender, mut driver) = self.open(&target, deadline, out).await?;
+        let request = target.request(sender.is_h2(), req)?;
         let sent = Instant::now();
         let response = deadline
             .run("waiting", driver.drive(sender.send(request)))
@@ -144,12 +107,50 @@ impl HttpProbe {
         if let Some(next) = self.redirect(url, &response, out.redirects)? {
             return Ok(Hop::Redirect(next, status));
         }
-        if !self.spec.status_ok(status.as_u16()) {
+        self.judge(response, &mut driver, deadline).await?;
+        Ok(Hop::Done)
+    }
+
+    /// Connects to `target` (TCP, TLS for https, then HTTP/1.1 or HTTP/2 as
+    /// ALPN decides), recording phases and TLS facts in `out`.
+    async fn open(
+        &self,
+        target: &Target,
+        deadline: &Deadline,
+        out: &mut ProbeOutcome,
+    ) -> Result<(Sender, Driver), ProbeError> {
+        let tcp = resolve_and_connect(&target.host, target.port, deadline, &mut out.phases).await?;
+        if !target.https {
+            return Sender::handshake(tcp, false, deadline).await;
+        }
+        let name = tls::server_name(&target.host)?;
+        let (stream, facts) = self
+            .tls
+            .handshake(tcp, &name, deadline, &mut out.phases)
+            .await?;
+        let verdict = tls::verdict(&facts);
+        out.tls = Some(facts);
+        if !self.spec.insecure_skip_verify {
+            // Nothing has been sent yet: an untrusted peer gets no request.
+            verdict?;
+        }
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+        Sender::handshake(stream, h2, deadline).await
+    }
+
+    /// Checks the final response: its status, then its body.
+    async fn judge(
+        &self,
+        response: Response<Incoming>,
+        driver: &mut Driver,
+        deadline: &Deadline,
+    ) -> Result<(), ProbeError> {
+        let status = response.status().as_u16();
+        if !self.spec.status_ok(status) {
             return Err(ProbeError::new(
                 ErrorClass::Status,
                 format!(
-                    "status {} is not accepted (expected {})",
-                    status.as_u16(),
+                    "status {status} is not accepted (expected {})",
                     expected_status(&self.spec.expect_status)
                 ),
             ));
@@ -172,7 +173,7 @@ impl HttpProbe {
                 ErrorClass::Body,
                 format!("the body does not contain {text:?} (searched the first {bytes} bytes)"),
             )),
-            _ => Ok(Hop::Done),
+            _ => Ok(()),
         }
     }
 
@@ -438,6 +439,10 @@ impl Sender {
                 .map_err(failed)?;
             Ok((Sender::H1(sender), Driver::new(conn)))
         }
+    }
+
+    fn is_h2(&self) -> bool {
+        matches!(self, Sender::H2(_))
     }
 
     async fn send(&mut self, request: Request<Empty<Bytes>>) -> hyper::Result<Response<Incoming>> {
