@@ -1,10 +1,113 @@
-//! The Vantage agent: runs HTTP, TCP and TLS checks and reports their outcomes.
+//! The Vantage agent: runs the checks the coordinator assigns and streams their
+//! results as per-window HDR histograms.
 //!
 //! # Layout
-//! - [`probe`]: one runtime per check kind, behind the `Probe` trait.
-//! - [`oneshot`]: `vantage-agent probe TARGET`, one check run now and rendered
-//!   as text or JSON.
+//! - [`probe`]: one file per probe kind (`http`, `tcp`, `tls`).
+//! - [`scheduler`]: per-check timers, the concurrency cap.
+//! - [`recorder`]: per-check windows aligned to the clock, with histograms.
+//! - [`spool`]: batches waiting for the coordinator's ack.
+//! - [`session`]: the gRPC session (reconnect, backoff, heartbeat).
+//! - [`oneshot`]: `vantage-agent probe URL`, a single check printed for humans.
 #![warn(missing_docs)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 pub mod oneshot;
 pub mod probe;
+pub mod recorder;
+pub mod scheduler;
+pub mod session;
+pub mod spool;
+
+pub use session::Identity;
+
+/// Window length used until the coordinator's `Welcome` says otherwise.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+/// Outcomes buffered between the scheduler and the recorder; when full, probe
+/// tasks wait (the recorder only adds to histograms, so it is rarely behind).
+const RESULTS_CAPACITY: usize = 1024;
+/// Time given to the session after shutdown to deliver what the spool holds.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
+
+/// Agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Identity and coordinator address.
+    pub identity: Identity,
+    /// Probes in flight at once.
+    pub max_concurrent_probes: usize,
+    /// Bound on the spool, in bytes.
+    pub spool_max_bytes: usize,
+    /// Time allowed after shutdown to deliver spooled results.
+    pub drain: Duration,
+}
+
+impl AgentOptions {
+    /// Defaults for everything but the identity.
+    pub fn new(identity: Identity) -> Self {
+        AgentOptions {
+            identity,
+            max_concurrent_probes: scheduler::DEFAULT_MAX_CONCURRENT_PROBES,
+            spool_max_bytes: spool::DEFAULT_MAX_BYTES,
+            drain: DEFAULT_DRAIN,
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` completes, then stops in order: scheduler,
+/// then the recorder's last partial window into the spool, then the session
+/// delivers what it can within `drain`.
+pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    if !vantage_proto::is_valid_name(&opts.identity.name)
+        || !vantage_proto::is_valid_name(&opts.identity.region)
+    {
+        anyhow::bail!("agent name and region must be 1-64 characters from A-Z a-z 0-9 . _ -");
+    }
+    let spool = Arc::new(spool::Spool::new(opts.spool_max_bytes));
+    let (checks_tx, checks_rx) = watch::channel(Vec::new());
+    let (window_tx, window_rx) = watch::channel(DEFAULT_WINDOW);
+    let (results_tx, results_rx) = mpsc::channel(RESULTS_CAPACITY);
+    let stop_probes = CancellationToken::new();
+    let stop_session = CancellationToken::new();
+
+    let scheduler = tokio::spawn(scheduler::run(
+        checks_rx,
+        results_tx,
+        opts.max_concurrent_probes,
+        stop_probes.clone(),
+    ));
+    let recorder = tokio::spawn(recorder::run(results_rx, window_rx, Arc::clone(&spool)));
+    let session = tokio::spawn(session::run(
+        opts.identity.clone(),
+        Arc::clone(&spool),
+        session::Outputs {
+            checks: checks_tx,
+            window: window_tx,
+        },
+        stop_session.clone(),
+        opts.drain,
+    ));
+
+    shutdown.await;
+    tracing::info!("shutting down: stopping checks");
+    stop_probes.cancel();
+    let _ = scheduler.await;
+    // The scheduler held the only sender; the recorder now pushes its last
+    // partial window and ends.
+    let _ = recorder.await;
+    stop_session.cancel();
+    let _ = session.await;
+    let left = spool.len();
+    if left > 0 {
+        tracing::warn!(
+            batches = left,
+            "exiting with results the coordinator has not acknowledged"
+        );
+    }
+    Ok(())
+}

@@ -1,1 +1,4 @@
-fn main() {}
+//! One integration-test binary for the agent: the real `vantage-agent` binary
+//! against real servers on loopback.
+
+mod probe_cli;

@@ -1,0 +1,277 @@
+//! Aggregates probe outcomes into per-check windows aligned to the wall clock
+//! (every agent's window `[k·len, (k+1)·len)` lines up, so regions merge by
+//! start time) and hands closed windows to the spool.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use tokio::sync::{mpsc, watch};
+use vantage_proto::histogram;
+use vantage_proto::v1::{self, Phase};
+
+use crate::probe::ProbeOutcome;
+use crate::spool::Spool;
+
+/// Longest error text kept per window (the coordinator refuses longer).
+const MAX_ERROR_TEXT: usize = 512;
+
+/// Accumulates one check's outcomes for one window.
+#[derive(Default)]
+struct WindowAcc {
+    attempts: u64,
+    successes: u64,
+    errors: HashMap<i32, u64>,
+    phases: HashMap<i32, Histogram<u64>>,
+    tls: Option<v1::TlsFacts>,
+    last_status: u32,
+    last_error: String,
+}
+
+impl WindowAcc {
+    fn record(&mut self, o: &ProbeOutcome) {
+        self.attempts += 1;
+        match &o.error {
+            None => self.successes += 1,
+            Some(e) => {
+                *self.errors.entry(e.class as i32).or_default() += 1;
+                self.last_error = e.message.chars().take(MAX_ERROR_TEXT).collect();
+            }
+        }
+        let p = &o.phases;
+        let timed = [
+            (Phase::Dns, p.dns),
+            (Phase::Connect, p.connect),
+            (Phase::Tls, p.tls),
+            (Phase::Waiting, p.waiting),
+            (Phase::Total, Some(p.total)),
+        ];
+        for (phase, d) in timed {
+            if let Some(d) = d {
+                let h = self
+                    .phases
+                    .entry(phase as i32)
+                    .or_insert_with(histogram::new_latency);
+                histogram::record_micros(h, u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+            }
+        }
+        if let Some(t) = &o.tls {
+            self.tls = Some(t.clone());
+        }
+        if let Some(s) = o.status {
+            self.last_status = u32::from(s);
+        }
+    }
+
+    fn into_window(self, check: String, start_ms: i64, len: Duration) -> v1::Window {
+        let mut errors: Vec<_> = self
+            .errors
+            .into_iter()
+            .map(|(class, count)| v1::ErrorCount { class, count })
+            .collect();
+        errors.sort_by_key(|e| e.class);
+        let mut phases: Vec<_> = self
+            .phases
+            .into_iter()
+            .map(|(phase, h)| v1::PhaseHistogram {
+                phase,
+                histogram: histogram::encode(&h),
+            })
+            .collect();
+        phases.sort_by_key(|p| p.phase);
+        v1::Window {
+            check,
+            start_unix_ms: start_ms,
+            duration_ms: u32::try_from(len.as_millis()).unwrap_or(u32::MAX),
+            attempts: self.attempts,
+            successes: self.successes,
+            errors,
+            phases,
+            tls: self.tls,
+            last_status: self.last_status,
+            last_error: self.last_error,
+        }
+    }
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn window_start(t_ms: i64, len_ms: i64) -> i64 {
+    t_ms.div_euclid(len_ms) * len_ms
+}
+
+/// The open windows of every check.
+pub struct Recorder {
+    len: Duration,
+    open_start: i64,
+    open: HashMap<String, WindowAcc>,
+}
+
+impl Recorder {
+    /// A recorder with windows of `len`, the first one containing `now`.
+    pub fn new(len: Duration, now: SystemTime) -> Self {
+        let len = len.max(Duration::from_millis(100));
+        Recorder {
+            open_start: window_start(unix_ms(now), len.as_millis() as i64),
+            len,
+            open: HashMap::new(),
+        }
+    }
+
+    /// Records an outcome into the open window. An attempt that started in a
+    /// window already closed (a slow probe) counts in the open one, so a window
+    /// is never sent twice.
+    pub fn record(&mut self, check: &str, outcome: &ProbeOutcome) {
+        self.open
+            .entry(check.to_owned())
+            .or_default()
+            .record(outcome);
+    }
+
+    /// When the open window ends.
+    pub fn open_end(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis((self.open_start + self.len.as_millis() as i64) as u64)
+    }
+
+    /// Closes the open window if `now` is past its end (or `force`), returning
+    /// its windows, and opens the window containing `now` with length `len`.
+    pub fn roll(&mut self, now: SystemTime, len: Duration, force: bool) -> Vec<v1::Window> {
+        if !force && now < self.open_end() {
+            return Vec::new();
+        }
+        let closed: Vec<_> = self
+            .open
+            .drain()
+            .map(|(check, acc)| acc.into_window(check, self.open_start, self.len))
+            .collect();
+        self.len = len.max(Duration::from_millis(100));
+        self.open_start = window_start(unix_ms(now), self.len.as_millis() as i64);
+        closed
+    }
+}
+
+/// Runs until `results` closes, then pushes the last partial window.
+pub async fn run(
+    mut results: mpsc::Receiver<(String, ProbeOutcome)>,
+    mut window_len: watch::Receiver<Duration>,
+    spool: Arc<Spool>,
+) {
+    let mut rec = Recorder::new(*window_len.borrow_and_update(), SystemTime::now());
+    loop {
+        let wait = rec
+            .open_end()
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        tokio::select! {
+            r = results.recv() => match r {
+                Some((check, outcome)) => rec.record(&check, &outcome),
+                None => {
+                    spool.push(rec.roll(SystemTime::now(), rec.len, true));
+                    return;
+                }
+            },
+            _ = tokio::time::sleep(wait) => {
+                let len = *window_len.borrow();
+                spool.push(rec.roll(SystemTime::now(), len, false));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{Phases, ProbeError};
+    use vantage_proto::v1::ErrorClass;
+
+    fn outcome(ms: u64, err: Option<ErrorClass>) -> ProbeOutcome {
+        ProbeOutcome {
+            started: SystemTime::now(),
+            error: err.map(|c| ProbeError::new(c, "boom")),
+            phases: Phases {
+                dns: Some(Duration::from_millis(1)),
+                connect: None,
+                tls: None,
+                waiting: Some(Duration::from_millis(ms / 2)),
+                total: Duration::from_millis(ms),
+            },
+            status: Some(200),
+            tls: None,
+            http_version: None,
+            redirects: 0,
+            final_url: None,
+        }
+    }
+
+    #[test]
+    fn windows_align_to_the_clock_and_carry_histograms() {
+        let t0 = UNIX_EPOCH + Duration::from_millis(10_250);
+        let mut rec = Recorder::new(Duration::from_secs(1), t0);
+        assert_eq!(rec.open_end(), UNIX_EPOCH + Duration::from_millis(11_000));
+        rec.record("web", &outcome(100, None));
+        rec.record("web", &outcome(300, Some(ErrorClass::Timeout)));
+        rec.record("db", &outcome(5, None));
+        assert!(rec
+            .roll(
+                t0 + Duration::from_millis(100),
+                Duration::from_secs(1),
+                false
+            )
+            .is_empty());
+        let mut out = rec.roll(
+            t0 + Duration::from_millis(800),
+            Duration::from_secs(1),
+            false,
+        );
+        out.sort_by(|a, b| a.check.cmp(&b.check));
+        assert_eq!(out.len(), 2);
+        let web = &out[1];
+        assert_eq!((web.start_unix_ms, web.duration_ms), (10_000, 1000));
+        assert_eq!((web.attempts, web.successes), (2, 1));
+        assert_eq!(
+            web.errors,
+            [v1::ErrorCount {
+                class: ErrorClass::Timeout as i32,
+                count: 1
+            }]
+        );
+        assert_eq!(web.last_error, "boom");
+        let phases: Vec<_> = web.phases.iter().map(|p| p.phase).collect();
+        assert_eq!(
+            phases,
+            [
+                Phase::Dns as i32,
+                Phase::Waiting as i32,
+                Phase::Total as i32
+            ]
+        );
+        let total = histogram::decode(&web.phases[2].histogram).unwrap();
+        assert_eq!(total.len(), 2);
+        assert!(total.max() >= 299_000 && total.max() <= 301_000);
+        // The next window opened at 11 s; nothing recorded, nothing sent.
+        assert!(rec
+            .roll(
+                t0 + Duration::from_millis(1800),
+                Duration::from_secs(1),
+                false
+            )
+            .is_empty());
+    }
+
+    #[test]
+    fn a_window_length_change_applies_at_the_next_boundary() {
+        let t0 = UNIX_EPOCH + Duration::from_millis(20_500);
+        let mut rec = Recorder::new(Duration::from_secs(1), t0);
+        rec.roll(
+            t0 + Duration::from_millis(600),
+            Duration::from_secs(10),
+            false,
+        );
+        assert_eq!(rec.open_end(), UNIX_EPOCH + Duration::from_millis(30_000));
+    }
+}

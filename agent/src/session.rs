@@ -1,0 +1,306 @@
+//! The gRPC session with the coordinator, run as a loop (RELIABILITY.md §3):
+//! connect → `Hello` → `Welcome` → resend the un-acked spool from the oldest seq
+//! → stream results and heartbeats, apply assignments. On any failure: back off
+//! with full jitter (base 250 ms, cap 10 s; reset after 60 s healthy) and again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use vantage_proto::spec::{Check, ProbeKind};
+use vantage_proto::v1::{self, agent_message, coordinator_message, AgentMessage};
+
+use crate::spool::Spool;
+
+/// Dial timeout. The session itself has no request timeout: `Endpoint::timeout`
+/// would cut the long-lived stream (RELIABILITY.md §3).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the coordinator may take to answer `Hello` with `Welcome`.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 keepalive ping interval; see the coordinator's matching values.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// Keepalive timeout: at least 10 s so RTT spikes do not kill healthy sessions.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Application heartbeat, so the coordinator sees a live agent even when no
+/// results flow.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+/// First backoff step after a failed session.
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+/// Longest backoff between attempts.
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// A session that stayed up this long resets the backoff.
+const HEALTHY_RESET: Duration = Duration::from_secs(60);
+/// Batches sent but not yet acknowledged. Bounds what is in flight on the wire;
+/// the rest waits in the spool.
+const MAX_IN_FLIGHT: usize = 4;
+/// Outbound channel to the gRPC stream: the in-flight batches plus heartbeats.
+const OUTBOUND_CAPACITY: usize = 16;
+
+/// Who this agent is and where it reports.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Coordinator URL, e.g. `http://127.0.0.1:7070`.
+    pub coordinator: String,
+    /// Agent name.
+    pub name: String,
+    /// Region.
+    pub region: String,
+}
+
+/// What the session feeds to the rest of the agent.
+pub struct Outputs {
+    /// The current assignment.
+    pub checks: watch::Sender<Vec<Check>>,
+    /// The window length chosen by the coordinator.
+    pub window: watch::Sender<Duration>,
+}
+
+enum Ended {
+    /// Shutdown was requested and the spool drained (or the drain deadline hit).
+    Shutdown,
+}
+
+/// Why one session attempt ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("stream: {0}")]
+    Stream(String),
+}
+
+/// Runs sessions until `stop` fires and `drain_deadline` passes or the spool is
+/// empty.
+pub async fn run(
+    id: Identity,
+    spool: Arc<Spool>,
+    out: Outputs,
+    stop: CancellationToken,
+    drain: Duration,
+) {
+    let mut attempt: u32 = 0;
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        if stop.is_cancelled() {
+            let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + drain);
+            if spool.is_empty() || Instant::now() >= deadline {
+                return;
+            }
+        }
+        let began = Instant::now();
+        match session(&id, &spool, &out, &stop, drain).await {
+            Ok(Ended::Shutdown) => return,
+            Err(e) => {
+                if began.elapsed() >= HEALTHY_RESET {
+                    attempt = 0;
+                }
+                attempt = attempt.saturating_add(1);
+                let wait = backoff(attempt);
+                tracing::warn!(error = %e, retry_in = ?wait, "session with coordinator ended");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled(), if !stop.is_cancelled() => {}
+                }
+                if stop.is_cancelled() && spool.is_empty() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Full-jitter exponential backoff: uniform in `[0, min(cap, base·2^attempt))`.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(BACKOFF_CAP);
+    Duration::from_millis(rand::random_range(0..=ceiling.as_millis() as u64))
+}
+
+fn hello(id: &Identity) -> AgentMessage {
+    AgentMessage {
+        msg: Some(agent_message::Msg::Hello(v1::Hello {
+            agent: id.name.clone(),
+            region: id.region.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            capabilities: ProbeKind::ALL
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .collect(),
+        })),
+    }
+}
+
+fn apply_assignment(out: &Outputs, a: v1::Assignment) {
+    let mut checks = Vec::with_capacity(a.checks.len());
+    for wire in a.checks {
+        let name = wire.name.clone();
+        match Check::try_from(wire) {
+            Ok(c) => checks.push(c),
+            Err(errs) => {
+                let why: Vec<_> = errs.iter().map(ToString::to_string).collect();
+                tracing::error!(check = %name, errors = %why.join("; "), "ignoring invalid check in assignment");
+            }
+        }
+    }
+    tracing::info!(
+        version = a.version,
+        checks = checks.len(),
+        "assignment received"
+    );
+    let _ = out.checks.send(checks);
+}
+
+async fn session(
+    id: &Identity,
+    spool: &Spool,
+    out: &Outputs,
+    stop: &CancellationToken,
+    drain: Duration,
+) -> Result<Ended, SessionError> {
+    let channel = Endpoint::from_shared(id.coordinator.clone())
+        .map_err(|e| SessionError::Connect(format!("invalid coordinator URL: {e}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| SessionError::Connect(error_chain(&e)))?;
+    let mut client = v1::fleet_client::FleetClient::new(channel)
+        .max_decoding_message_size(vantage_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(vantage_proto::MAX_MESSAGE_BYTES);
+
+    let (tx, rx) = mpsc::channel::<AgentMessage>(OUTBOUND_CAPACITY);
+    // Invariant: the channel is new and empty.
+    tx.try_send(hello(id)).expect("fresh channel has room");
+    let mut inbound = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| SessionError::Connect(format!("{}: {}", s.code(), s.message())))?
+        .into_inner();
+
+    let welcome = tokio::time::timeout(WELCOME_TIMEOUT, inbound.message())
+        .await
+        .map_err(|_| SessionError::Protocol("no Welcome within 10 s".into()))?
+        .map_err(|s| SessionError::Stream(format!("{}: {}", s.code(), s.message())))?;
+    let Some(v1::CoordinatorMessage {
+        msg: Some(coordinator_message::Msg::Welcome(w)),
+    }) = welcome
+    else {
+        return Err(SessionError::Protocol(
+            "first message was not Welcome".into(),
+        ));
+    };
+    spool.rebase(w.last_stored_seq);
+    if w.window_ms > 0 {
+        let _ = out
+            .window
+            .send(Duration::from_millis(u64::from(w.window_ms)));
+    }
+    tracing::info!(coordinator = %id.coordinator, last_stored_seq = w.last_stored_seq,
+        pending = spool.len(), "session established");
+
+    let mut sent_up_to = w.last_stored_seq;
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    heartbeat.reset();
+    let mut drain_deadline = stop.is_cancelled().then(|| Instant::now() + drain);
+    loop {
+        // Send what the in-flight window allows, oldest first.
+        while spool.pending_up_to(sent_up_to) < MAX_IN_FLIGHT {
+            let Some(batch) = spool.next_after(sent_up_to) else {
+                break;
+            };
+            let seq = batch.seq;
+            let msg = AgentMessage {
+                msg: Some(agent_message::Msg::Results(batch)),
+            };
+            match tx.try_send(msg) {
+                Ok(()) => sent_up_to = seq,
+                Err(mpsc::error::TrySendError::Full(_)) => break,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Err(SessionError::Stream("outbound stream closed".into()))
+                }
+            }
+        }
+        if let Some(deadline) = drain_deadline {
+            if spool.is_empty() || Instant::now() >= deadline {
+                return Ok(Ended::Shutdown);
+            }
+        }
+        let drain_sleep = async {
+            match drain_deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = inbound.message() => match msg {
+                Ok(Some(m)) => match m.msg {
+                    Some(coordinator_message::Msg::Ack(a)) => spool.ack(a.seq),
+                    Some(coordinator_message::Msg::Assignment(a)) => apply_assignment(out, a),
+                    Some(coordinator_message::Msg::Welcome(_)) | None => {
+                        return Err(SessionError::Protocol("unexpected message".into()))
+                    }
+                },
+                Ok(None) => return Err(SessionError::Stream("coordinator closed the session".into())),
+                Err(s) => return Err(SessionError::Stream(format!("{}: {}", s.code(), s.message()))),
+            },
+            _ = spool.pushed() => {}
+            _ = heartbeat.tick() => {
+                let beat = AgentMessage { msg: Some(agent_message::Msg::Heartbeat(v1::Heartbeat {
+                    sent_unix_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as i64)
+                        .unwrap_or(0),
+                })) };
+                // A full channel already proves liveness; skip this beat.
+                let _ = tx.try_send(beat);
+            }
+            _ = stop.cancelled(), if drain_deadline.is_none() => {
+                drain_deadline = Some(Instant::now() + drain);
+            }
+            _ = drain_sleep => {}
+        }
+    }
+}
+
+/// A transport error with its sources, which is where tonic puts the cause
+/// ("connection refused" and the like).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_jittered_and_capped() {
+        for attempt in 1..40 {
+            let ceiling = BACKOFF_BASE
+                .saturating_mul(1u32 << attempt.min(16))
+                .min(BACKOFF_CAP);
+            for _ in 0..50 {
+                assert!(backoff(attempt) <= ceiling);
+            }
+        }
+        // Jitter: 200 draws at the cap are not all equal.
+        let draws: std::collections::HashSet<_> = (0..200).map(|_| backoff(30)).collect();
+        assert!(draws.len() > 10);
+    }
+}
