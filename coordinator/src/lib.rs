@@ -1,7 +1,147 @@
-//! The Vantage coordinator: assigns checks to agents, stores their histograms,
-//! evaluates thresholds and serves the API.
+//! The Vantage coordinator: assigns checks to agents over gRPC, stores the
+//! per-window histograms they send, and serves summaries over HTTP.
 //!
 //! # Layout
-//! - [`config`]: the TOML config file, validated with line/column errors.
+//! - [`config`]: the TOML config, validated with file:line:column errors.
+//! - [`fleet`]: the gRPC `Fleet.Session` service, assignment and ingest.
+//! - [`store`]: the [`store::Store`] trait and its sled implementation.
+//! - [`eval`]: merging windows into per-region and fleet-wide summaries.
+//! - [`api`]: the HTTP API.
+//! - [`demo`]: coordinator, local agent and demo target in one process.
+#![warn(missing_docs)]
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub mod api;
 pub mod config;
+pub mod demo;
+pub mod eval;
+pub mod fleet;
+pub mod store;
+
+use crate::config::Config;
+use crate::store::{SledStore, Store};
+
+/// HTTP/2 keepalive ping interval on agent connections (RELIABILITY.md §3).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// How long a keepalive ping may go unanswered; at least 10 s so RTT spikes on a
+/// bad link do not kill healthy sessions.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent HTTP/2 streams per agent connection; an agent needs one.
+const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+/// Time allowed for in-flight work after shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Addresses the coordinator actually bound (useful with port 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// gRPC listener.
+    pub grpc: SocketAddr,
+    /// HTTP listener.
+    pub http: SocketAddr,
+}
+
+/// Prints the recovery steps for a store that fails to open: the coordinator
+/// refuses to start rather than risk the data (RELIABILITY.md §2).
+pub fn store_recovery_help(dir: &std::path::Path) -> String {
+    format!(
+        "The store in {dir} could not be opened. Nothing was changed.\n\
+         - If another vantage-coordinator uses this directory, stop it or choose another data_dir.\n\
+         - If the directory is damaged: stop the coordinator, move it aside \
+         (mv {dir} {dir}.broken), and start again with an empty store; \
+         agents resend what they still hold in their spools.",
+        dir = dir.display()
+    )
+}
+
+/// Runs the coordinator until `shutdown` completes. `on_bound` is told the
+/// listening addresses once both listeners are up.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(Bound) + Send,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let data_dir = config.server.data_dir.clone();
+    let cache = config.server.cache_capacity_bytes;
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking(move || SledStore::open(&data_dir, cache))
+            .await
+            .context("store open task")?
+            .map_err(|e| {
+                anyhow::anyhow!("{e}\n{}", store_recovery_help(&config.server.data_dir))
+            })?,
+    );
+
+    let grpc_listener = TcpListener::bind(config.server.grpc_listen)
+        .await
+        .with_context(|| format!("binding grpc_listen {}", config.server.grpc_listen))?;
+    let http_listener = TcpListener::bind(config.server.http_listen)
+        .await
+        .with_context(|| format!("binding http_listen {}", config.server.http_listen))?;
+    let bound = Bound {
+        grpc: grpc_listener.local_addr()?,
+        http: http_listener.local_addr()?,
+    };
+
+    let fleet = fleet::Fleet::new(Arc::clone(&config), Arc::clone(&store));
+    let token = CancellationToken::new();
+
+    let grpc_token = token.clone();
+    let service = vantage_proto::v1::fleet_server::FleetServer::new(fleet::FleetService::new(
+        Arc::clone(&fleet),
+    ))
+    .max_decoding_message_size(vantage_proto::MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(vantage_proto::MAX_MESSAGE_BYTES);
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                grpc_token.cancelled().await
+            }),
+    );
+
+    let http_token = token.clone();
+    let app = api::router(api::ApiState {
+        config: Arc::clone(&config),
+        store: Arc::clone(&store),
+        fleet,
+    });
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move { http_token.cancelled().await })
+            .await
+    });
+
+    on_bound(bound);
+    tracing::info!(grpc = %bound.grpc, http = %bound.http, checks = config.checks.len(), "coordinator running");
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    token.cancel();
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let _ = grpc.await;
+        let _ = http.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("listeners did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+    let store_flush = Arc::clone(&store);
+    tokio::task::spawn_blocking(move || store_flush.flush())
+        .await
+        .context("final flush task")?
+        .context("final flush")?;
+    Ok(())
+}

@@ -1,3 +1,8 @@
-mod config;
+//! One integration-test binary for the coordinator (shared/STYLE.md, Tests).
+//! The end-to-end tests run the real `vantage-coordinator` and `vantage-agent`
+//! binaries as separate processes against real targets on loopback.
 
-fn main() {}
+mod config;
+mod e2e;
+mod grpc_input;
+mod support;

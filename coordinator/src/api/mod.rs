@@ -1,0 +1,226 @@
+//! The coordinator's HTTP API (axum on hyper).
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /healthz` | liveness; no internals |
+//! | `GET /api/v1/agents` | connected agents |
+//! | `GET /api/v1/checks` | every check with per-region and merged summaries |
+//! | `GET /api/v1/checks/{name}` | one check, with phase percentiles |
+//!
+//! `?window=5m` (default 5 m, at most 24 h) selects the sliding window.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{CheckConfig, Config};
+use crate::eval::{self, RegionSummary};
+use crate::fleet::{AgentInfo, Fleet};
+use crate::store::Store;
+
+/// Window used when the request names none.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
+/// Longest window a request may ask for; longer ones need roll-ups.
+pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// State shared by the handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The running configuration.
+    pub config: Arc<Config>,
+    /// Stored windows.
+    pub store: Arc<dyn Store>,
+    /// Connected agents.
+    pub fleet: Arc<Fleet>,
+}
+
+/// The API router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/agents", get(agents))
+        .route("/api/v1/checks", get(list_checks))
+        .route("/api/v1/checks/{name}", get(get_check))
+        .with_state(state)
+}
+
+/// An API error: a status and a message safe to show (no internals).
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn internal(context: &str, err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "{context}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; see the coordinator log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[derive(Serialize)]
+struct AgentsBody {
+    agents: Vec<AgentInfo>,
+}
+
+async fn agents(State(st): State<ApiState>) -> Json<AgentsBody> {
+    Json(AgentsBody {
+        agents: st.fleet.agents(),
+    })
+}
+
+#[derive(Deserialize)]
+struct WindowQuery {
+    window: Option<String>,
+}
+
+fn parse_window(q: &WindowQuery) -> Result<Duration, ApiError> {
+    let Some(text) = &q.window else {
+        return Ok(DEFAULT_WINDOW);
+    };
+    let d = humantime::parse_duration(text).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "window: expected a duration such as 5m, 1h or 90s",
+        )
+    })?;
+    if d.is_zero() || d > MAX_WINDOW {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "window: must be more than 0s and at most 24h",
+        ));
+    }
+    Ok(d)
+}
+
+/// A check and what the agents reported about it.
+#[derive(Serialize)]
+pub struct CheckView {
+    name: String,
+    kind: &'static str,
+    /// URL or host:port probed; credentials in a URL are removed.
+    target: String,
+    interval_s: f64,
+    regions_configured: Vec<String>,
+    window_s: u64,
+    regions: Vec<RegionSummary>,
+    all: RegionSummary,
+}
+
+fn target_of(c: &CheckConfig) -> String {
+    use vantage_proto::spec::ProbeSpec;
+    match &c.check.probe {
+        ProbeSpec::Http(h) => {
+            let mut u = h.url.clone();
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        ProbeSpec::Tcp(t) => format!("{}:{}", t.host, t.port),
+        ProbeSpec::Tls(t) => format!("{}:{}", t.host, t.port),
+    }
+}
+
+fn view(
+    st: &ApiState,
+    c: &CheckConfig,
+    window: Duration,
+    with_phases: bool,
+) -> Result<CheckView, ApiError> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let since = now_ms - window.as_millis() as i64;
+    let windows = st
+        .store
+        .windows_since(&c.check.name, since)
+        .map_err(|e| ApiError::internal("reading windows", e))?;
+    let (mut regions, mut all) = eval::summarize(&windows);
+    if !with_phases {
+        for r in regions.iter_mut().chain(std::iter::once(&mut all)) {
+            r.phases_ms.clear();
+        }
+    }
+    Ok(CheckView {
+        name: c.check.name.clone(),
+        kind: c.check.probe.kind().as_str(),
+        target: target_of(c),
+        interval_s: c.check.interval.as_secs_f64(),
+        regions_configured: c.regions.clone(),
+        window_s: window.as_secs(),
+        regions,
+        all,
+    })
+}
+
+#[derive(Serialize)]
+struct ChecksBody {
+    checks: Vec<CheckView>,
+}
+
+async fn list_checks(
+    State(st): State<ApiState>,
+    Query(q): Query<WindowQuery>,
+) -> Result<Json<ChecksBody>, ApiError> {
+    let window = parse_window(&q)?;
+    let checks = tokio::task::spawn_blocking(move || {
+        st.config
+            .checks
+            .iter()
+            .map(|c| view(&st, c, window, false))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| ApiError::internal("summary task", e))??;
+    Ok(Json(ChecksBody { checks }))
+}
+
+async fn get_check(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<WindowQuery>,
+) -> Result<Json<CheckView>, ApiError> {
+    let window = parse_window(&q)?;
+    let check = st
+        .config
+        .checks
+        .iter()
+        .find(|c| c.check.name == name)
+        .cloned()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such check"))?;
+    let v = tokio::task::spawn_blocking(move || view(&st, &check, window, true))
+        .await
+        .map_err(|e| ApiError::internal("summary task", e))??;
+    Ok(Json(v))
+}

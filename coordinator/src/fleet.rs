@@ -1,0 +1,530 @@
+//! The gRPC side: one `Session` stream per agent.
+//!
+//! A session starts with `Hello` (within [`HELLO_TIMEOUT`]); the coordinator
+//! answers `Welcome` (with the highest seq it has stored for that agent) and an
+//! `Assignment`. Each `ResultBatch` is validated, stored durably, and only then
+//! acknowledged. Checks are spread over the connected agents of each region by
+//! rendezvous hashing, so each region runs each check once and a disconnect moves
+//! only the leaving agent's checks.
+//!
+//! Errors are mapped to `tonic::Status` once, in `From<FleetError> for Status`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use vantage_proto::spec::ProbeKind;
+use vantage_proto::v1::{
+    self, agent_message, coordinator_message, AgentMessage, CoordinatorMessage,
+};
+use vantage_proto::{histogram, is_valid_name};
+
+use crate::config::Config;
+use crate::store::{IngestOutcome, Store, StoreError};
+
+/// How long a new session may take to send `Hello`.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Outbound messages buffered per session. Only acks and assignments go out, a
+/// few per window; a full buffer means the agent stopped reading, and ingest
+/// waits for it (backpressure) rather than buffering without bound.
+const SESSION_OUTBOUND_CAPACITY: usize = 64;
+/// Most windows one batch may carry (RELIABILITY.md API4). 100 checks at a 1 s
+/// window for a minute is 6,000.
+pub const MAX_WINDOWS_PER_BATCH: usize = 20_000;
+/// Accepted age of a window: a region cut off for a while drains its backlog
+/// later, so old windows are normal; older than this is a clock or a bug.
+const MAX_WINDOW_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Accepted clock skew into the future.
+const MAX_WINDOW_SKEW: Duration = Duration::from_secs(300);
+/// Longest accepted window.
+const MAX_WINDOW_MS: u32 = 3_600_000;
+/// Longest accepted free-text field in a window (error text, cert names).
+const MAX_TEXT: usize = 2048;
+
+/// Why a session or a message was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The first message was not a valid `Hello`.
+    #[error("handshake: {0}")]
+    Handshake(String),
+    /// A message broke the protocol or carried invalid data.
+    #[error("invalid message: {0}")]
+    Invalid(String),
+    /// The agent reported a check it may not report.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Storage failed; the batch was not acknowledged and will be resent.
+    #[error("storage unavailable")]
+    Store(#[from] StoreError),
+}
+
+impl From<FleetError> for Status {
+    fn from(e: FleetError) -> Self {
+        match e {
+            FleetError::Handshake(m) | FleetError::Invalid(m) => Status::invalid_argument(m),
+            FleetError::Forbidden(m) => Status::permission_denied(m),
+            // Storage internals stay in the coordinator's log.
+            FleetError::Store(_) => Status::unavailable("storage unavailable, retry later"),
+        }
+    }
+}
+
+/// A connected agent, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentInfo {
+    /// Agent name.
+    pub name: String,
+    /// Region.
+    pub region: String,
+    /// Reported version.
+    pub version: String,
+    /// Unix ms of connection.
+    pub connected_unix_ms: i64,
+    /// Unix ms of the last message.
+    pub last_seen_unix_ms: i64,
+    /// Checks currently assigned.
+    pub checks: Vec<String>,
+}
+
+struct Session {
+    id: u64,
+    info: AgentInfo,
+    capabilities: Vec<ProbeKind>,
+    tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
+}
+
+/// Fleet state shared by all sessions.
+pub struct Fleet {
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    sessions: Mutex<HashMap<String, Session>>,
+    next_session: AtomicU64,
+    assignment_version: AtomicU64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// FNV-1a, 64 bit: a stable hash for rendezvous placement, so assignments do not
+/// change with the Rust version.
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl Fleet {
+    /// A fleet with no agents connected.
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(Fleet {
+            config,
+            store,
+            sessions: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+            assignment_version: AtomicU64::new(0),
+        })
+    }
+
+    /// Connected agents, sorted by name.
+    pub fn agents(&self) -> Vec<AgentInfo> {
+        let mut v: Vec<_> = self.lock().values().map(|s| s.info.clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        // A panic while holding this lock would be a bug in this module; the map
+        // itself stays consistent, so keep serving rather than poisoning forever.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Recomputes the checks of every agent in `region` and sends each its new
+    /// `Assignment`. Called when an agent joins or leaves.
+    fn reassign(&self, region: &str) {
+        let version = self.assignment_version.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut sessions = self.lock();
+        let mut names: Vec<String> = sessions
+            .values()
+            .filter(|s| s.info.region == region)
+            .map(|s| s.info.name.clone())
+            .collect();
+        names.sort();
+        let mut owned: HashMap<String, Vec<v1::Check>> =
+            names.iter().map(|n| (n.clone(), Vec::new())).collect();
+        for c in &self.config.checks {
+            if !c.regions.iter().any(|r| r == region) {
+                continue;
+            }
+            let kind = c.check.probe.kind();
+            let owner = names
+                .iter()
+                .filter(|n| {
+                    sessions
+                        .get(*n)
+                        .is_some_and(|s| s.capabilities.contains(&kind))
+                })
+                .max_by_key(|n| fnv1a(&[&c.check.name, n]));
+            if let Some(owner) = owner {
+                if let Some(list) = owned.get_mut(owner) {
+                    list.push(v1::Check::from(&c.check));
+                }
+            }
+        }
+        for (name, checks) in owned {
+            let Some(s) = sessions.get_mut(&name) else {
+                continue;
+            };
+            s.info.checks = checks.iter().map(|c| c.name.clone()).collect();
+            let msg = CoordinatorMessage {
+                msg: Some(coordinator_message::Msg::Assignment(v1::Assignment {
+                    version,
+                    checks,
+                })),
+            };
+            // try_send: never block while holding the lock. A session whose
+            // buffer is full is not reading; dropping its assignment is safe
+            // because the next reassignment sends the full set again, and a
+            // stuck session is closed by keepalive.
+            if s.tx.try_send(Ok(msg)).is_err() {
+                tracing::warn!(agent = %name, "assignment not delivered: session not reading");
+            }
+        }
+    }
+
+    fn validate_hello(hello: &v1::Hello) -> Result<Vec<ProbeKind>, FleetError> {
+        if !is_valid_name(&hello.agent) {
+            return Err(FleetError::Handshake(format!(
+                "agent name {:?} is invalid: use 1-64 characters from A-Z a-z 0-9 . _ -",
+                truncate(&hello.agent)
+            )));
+        }
+        if !is_valid_name(&hello.region) {
+            return Err(FleetError::Handshake(format!(
+                "region {:?} is invalid: use 1-64 characters from A-Z a-z 0-9 . _ -",
+                truncate(&hello.region)
+            )));
+        }
+        if hello.version.len() > 64 || hello.capabilities.len() > 32 {
+            return Err(FleetError::Handshake(
+                "version or capabilities too long".into(),
+            ));
+        }
+        Ok(hello
+            .capabilities
+            .iter()
+            .filter_map(|c| ProbeKind::parse(c))
+            .collect())
+    }
+
+    /// Checks a batch before anything is stored (RELIABILITY.md API1/API4).
+    fn validate_batch(&self, region: &str, batch: &v1::ResultBatch) -> Result<(), FleetError> {
+        if batch.seq == 0 {
+            return Err(FleetError::Invalid("seq must start at 1".into()));
+        }
+        if batch.windows.len() > MAX_WINDOWS_PER_BATCH {
+            return Err(FleetError::Invalid(format!(
+                "{} windows in one batch (max {MAX_WINDOWS_PER_BATCH})",
+                batch.windows.len()
+            )));
+        }
+        let now = now_ms();
+        let oldest = now - MAX_WINDOW_AGE.as_millis() as i64;
+        let newest = now + MAX_WINDOW_SKEW.as_millis() as i64;
+        for w in &batch.windows {
+            let check = self
+                .config
+                .checks
+                .iter()
+                .find(|c| c.check.name == w.check)
+                .ok_or_else(|| {
+                    FleetError::Forbidden(format!("unknown check {:?}", truncate(&w.check)))
+                })?;
+            if !check.regions.iter().any(|r| r == region) {
+                return Err(FleetError::Forbidden(format!(
+                    "check {:?} does not run in region {region:?}",
+                    w.check
+                )));
+            }
+            let bad = |why: String| FleetError::Invalid(format!("window of {:?}: {why}", w.check));
+            if w.start_unix_ms < oldest || w.start_unix_ms > newest {
+                return Err(bad(format!(
+                    "start {} outside the accepted time range",
+                    w.start_unix_ms
+                )));
+            }
+            if w.duration_ms == 0 || w.duration_ms > MAX_WINDOW_MS {
+                return Err(bad(format!("duration {} ms out of range", w.duration_ms)));
+            }
+            if w.successes > w.attempts {
+                return Err(bad("more successes than attempts".into()));
+            }
+            let failures: u64 = w
+                .errors
+                .iter()
+                .map(|e| e.count)
+                .fold(0, u64::saturating_add);
+            if failures > w.attempts {
+                return Err(bad("more errors than attempts".into()));
+            }
+            if w.errors
+                .iter()
+                .any(|e| v1::ErrorClass::try_from(e.class).is_err())
+            {
+                return Err(bad("unknown error class".into()));
+            }
+            if w.phases.len() > 8 {
+                return Err(bad("too many phase histograms".into()));
+            }
+            for p in &w.phases {
+                if v1::Phase::try_from(p.phase).is_err() {
+                    return Err(bad(format!("unknown phase {}", p.phase)));
+                }
+                histogram::decode(&p.histogram).map_err(|e| bad(e.to_string()))?;
+            }
+            if w.last_error.len() > MAX_TEXT {
+                return Err(bad("last_error too long".into()));
+            }
+            if let Some(t) = &w.tls {
+                let text = t.subject.len() + t.issuer.len() + t.verify_error.len();
+                if text > 3 * MAX_TEXT
+                    || t.sans.len() > 256
+                    || t.sans.iter().any(|s| s.len() > 256)
+                    || t.protocol_version.len() > 16
+                {
+                    return Err(bad("TLS facts too large".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn touch(&self, agent: &str, session_id: u64) {
+        if let Some(s) = self.lock().get_mut(agent) {
+            if s.id == session_id {
+                s.info.last_seen_unix_ms = now_ms();
+            }
+        }
+    }
+
+    async fn ingest(
+        &self,
+        agent: &str,
+        region: &str,
+        batch: v1::ResultBatch,
+    ) -> Result<(), FleetError> {
+        self.validate_batch(region, &batch)?;
+        let store = Arc::clone(&self.store);
+        let (agent_o, region_o) = (agent.to_owned(), region.to_owned());
+        let seq = batch.seq;
+        let outcome = tokio::task::spawn_blocking(move || {
+            store.ingest(&agent_o, &region_o, seq, &batch.windows)
+        })
+        .await
+        .map_err(|e| FleetError::Invalid(format!("ingest task failed: {e}")))??;
+        if outcome == IngestOutcome::Duplicate {
+            tracing::debug!(agent, seq, "duplicate batch acknowledged again");
+        }
+        Ok(())
+    }
+
+    /// Runs one session after its `Hello`, until the agent goes away.
+    async fn serve(
+        self: Arc<Self>,
+        session_id: u64,
+        hello: v1::Hello,
+        mut inbound: Streaming<AgentMessage>,
+        tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
+    ) {
+        let (agent, region) = (hello.agent.clone(), hello.region.clone());
+        let result: Result<(), FleetError> = async {
+            while let Some(msg) = inbound
+                .message()
+                .await
+                .map_err(|s| FleetError::Invalid(format!("stream error: {}", s.message())))?
+            {
+                self.touch(&agent, session_id);
+                match msg.msg {
+                    Some(agent_message::Msg::Results(batch)) => {
+                        let seq = batch.seq;
+                        self.ingest(&agent, &region, batch).await?;
+                        let ack = CoordinatorMessage {
+                            msg: Some(coordinator_message::Msg::Ack(v1::Ack { seq })),
+                        };
+                        if tx.send(Ok(ack)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(agent_message::Msg::Heartbeat(_)) => {}
+                    Some(agent_message::Msg::Hello(_)) => {
+                        return Err(FleetError::Invalid("Hello sent twice".into()))
+                    }
+                    None => return Err(FleetError::Invalid("empty message".into())),
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => tracing::info!(%agent, %region, "agent disconnected"),
+            Err(e) => {
+                match &e {
+                    FleetError::Store(inner) => {
+                        tracing::error!(%agent, error = %inner, "storage failed during ingest")
+                    }
+                    other => tracing::warn!(%agent, error = %other, "session ended"),
+                }
+                let _ = tx.send(Err(Status::from(e))).await;
+            }
+        }
+        let removed = {
+            let mut sessions = self.lock();
+            if sessions.get(&agent).is_some_and(|s| s.id == session_id) {
+                sessions.remove(&agent);
+                true
+            } else {
+                false
+            }
+        };
+        if removed {
+            self.reassign(&region);
+        }
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(70).collect()
+}
+
+/// The tonic service.
+pub struct FleetService {
+    fleet: Arc<Fleet>,
+    coordinator_version: &'static str,
+}
+
+impl FleetService {
+    /// Serves sessions for `fleet`.
+    pub fn new(fleet: Arc<Fleet>) -> Self {
+        FleetService {
+            fleet,
+            coordinator_version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl v1::fleet_server::Fleet for FleetService {
+    type SessionStream = ReceiverStream<Result<CoordinatorMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| FleetError::Handshake("no Hello within 10 s".into()))?
+            .map_err(|s| FleetError::Handshake(format!("reading Hello: {}", s.message())))?;
+        let hello = match first.and_then(|m| m.msg) {
+            Some(agent_message::Msg::Hello(h)) => h,
+            _ => {
+                return Err(FleetError::Handshake("the first message must be Hello".into()).into())
+            }
+        };
+        let capabilities = Fleet::validate_hello(&hello)?;
+        let fleet = Arc::clone(&self.fleet);
+        let last_stored_seq = {
+            let store = Arc::clone(&fleet.store);
+            let agent = hello.agent.clone();
+            tokio::task::spawn_blocking(move || store.last_seq(&agent))
+                .await
+                .map_err(|_| Status::internal("internal error"))?
+                .map_err(FleetError::from)?
+        };
+        let (tx, rx) = mpsc::channel(SESSION_OUTBOUND_CAPACITY);
+        let welcome = CoordinatorMessage {
+            msg: Some(coordinator_message::Msg::Welcome(v1::Welcome {
+                coordinator_version: self.coordinator_version.into(),
+                last_stored_seq,
+                window_ms: u32::try_from(fleet.config.server.window.as_millis())
+                    .unwrap_or(u32::MAX),
+            })),
+        };
+        // Invariant: the channel is new and empty, so the first send fits.
+        tx.try_send(Ok(welcome)).expect("fresh channel has room");
+
+        let session_id = fleet.next_session.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        let previous = fleet.lock().insert(
+            hello.agent.clone(),
+            Session {
+                id: session_id,
+                info: AgentInfo {
+                    name: hello.agent.clone(),
+                    region: hello.region.clone(),
+                    version: hello.version.clone(),
+                    connected_unix_ms: now,
+                    last_seen_unix_ms: now,
+                    checks: Vec::new(),
+                },
+                capabilities,
+                tx: tx.clone(),
+            },
+        );
+        if let Some(prev) = previous {
+            tracing::info!(agent = %hello.agent, "agent reconnected; replacing its older session");
+            let _ = prev.tx.try_send(Err(Status::aborted(
+                "replaced by a newer session of the same agent",
+            )));
+            if prev.info.region != hello.region {
+                fleet.reassign(&prev.info.region);
+            }
+        }
+        tracing::info!(agent = %hello.agent, region = %hello.region, version = %hello.version,
+            last_stored_seq, "agent connected");
+        fleet.reassign(&hello.region);
+        tokio::spawn(Arc::clone(&fleet).serve(session_id, hello, inbound, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendezvous_moves_only_the_leaving_agents_checks() {
+        let agents = ["a1", "a2", "a3"];
+        let owner = |check: &str, pool: &[&str]| -> String {
+            pool.iter()
+                .max_by_key(|a| fnv1a(&[check, a]))
+                .unwrap()
+                .to_string()
+        };
+        let checks: Vec<String> = (0..200).map(|i| format!("check-{i}")).collect();
+        let before: Vec<_> = checks.iter().map(|c| owner(c, &agents)).collect();
+        for a in agents {
+            let n = before.iter().filter(|o| *o == a).count();
+            assert!(n > 30, "{a} owns only {n} of 200");
+        }
+        let after: Vec<_> = checks.iter().map(|c| owner(c, &["a1", "a3"])).collect();
+        for (b, a) in before.iter().zip(&after) {
+            if b != "a2" {
+                assert_eq!(b, a, "a check not owned by a2 moved");
+            }
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Durable storage of result windows, behind the [`Store`] trait so the backend
+//! can be swapped (shared/RELIABILITY.md §2: sled 0.34.7 is pinned and kept
+//! behind a small trait; redb is the fallback).
+//!
+//! The one sled implementation, [`SledStore`], keeps three trees:
+//! - `windows`: key `check \0 start_ms(be) region \0 agent` → [`StoredWindow`];
+//!   ordered by check then time, so "the last five minutes of a check" is one
+//!   range scan.
+//! - `batches`: key `agent \0 seq(be)` → empty; the idempotency set for
+//!   `(agent, seq)` and the source of `Welcome.last_stored_seq`.
+//! - `meta`: the schema version.
+//!
+//! Every method is synchronous and may block on disk; async callers go through
+//! `spawn_blocking`.
+
+use std::path::Path;
+
+use prost::Message;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use vantage_proto::v1;
+
+/// Schema version written to `meta`; bump with a migration when the key or value
+/// layout changes.
+const SCHEMA_VERSION: u32 = 1;
+
+/// A window as stored: the agent's window plus who reported it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredWindow {
+    /// Agent name.
+    #[prost(string, tag = "1")]
+    pub agent: String,
+    /// Region of the agent.
+    #[prost(string, tag = "2")]
+    pub region: String,
+    /// The window as received.
+    #[prost(message, optional, tag = "3")]
+    pub window: Option<v1::Window>,
+}
+
+/// What happened to an ingested batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Newly stored and durable.
+    Stored,
+    /// `(agent, seq)` was stored before; nothing was written again.
+    Duplicate,
+}
+
+/// Storage failures. All are reported to the caller; none panic.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened. It may be in use by another process or
+    /// damaged; see the recovery steps printed by the coordinator.
+    #[error("cannot open the store at {path}: {source}")]
+    Open {
+        /// The data directory.
+        path: String,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// The store was written by a newer or unknown schema.
+    #[error("the store at {path} has schema version {found}; this coordinator reads version {SCHEMA_VERSION}")]
+    Schema {
+        /// The data directory.
+        path: String,
+        /// The version found.
+        found: u32,
+    },
+    /// A read, write or flush failed.
+    #[error("store I/O: {0}")]
+    Io(#[from] sled::Error),
+    /// A stored value could not be decoded (corruption or a bug).
+    #[error("corrupt stored value under {key}: {reason}")]
+    Corrupt {
+        /// Printable key.
+        key: String,
+        /// Decoder message.
+        reason: String,
+    },
+}
+
+/// Storage for ingested result windows.
+pub trait Store: Send + Sync + 'static {
+    /// Stores the windows of batch `(agent, seq)` and returns once they are
+    /// durable. Idempotent: a batch already stored is not written again.
+    fn ingest(
+        &self,
+        agent: &str,
+        region: &str,
+        seq: u64,
+        windows: &[v1::Window],
+    ) -> Result<IngestOutcome, StoreError>;
+
+    /// Highest seq stored for `agent`, 0 if none.
+    fn last_seq(&self, agent: &str) -> Result<u64, StoreError>;
+
+    /// Windows of `check` whose start is at or after `since_unix_ms`, oldest
+    /// first.
+    fn windows_since(
+        &self,
+        check: &str,
+        since_unix_ms: i64,
+    ) -> Result<Vec<StoredWindow>, StoreError>;
+
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// sled-backed [`Store`].
+pub struct SledStore {
+    db: sled::Db,
+    windows: sled::Tree,
+    batches: sled::Tree,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir` with an explicit cache size (sled's
+    /// 1 GiB default is far above what the coordinator needs).
+    pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<Self, StoreError> {
+        let path = dir.display().to_string();
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_capacity_bytes)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let meta = db.open_tree("meta")?;
+        match meta.get("schema_version")? {
+            None => {
+                meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+                db.flush()?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(u32::MAX);
+                if found != SCHEMA_VERSION {
+                    return Err(StoreError::Schema { path, found });
+                }
+            }
+        }
+        Ok(SledStore {
+            windows: db.open_tree("windows")?,
+            batches: db.open_tree("batches")?,
+            db,
+        })
+    }
+}
+
+fn batch_key(agent: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(agent.len() + 9);
+    k.extend_from_slice(agent.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Maps signed milliseconds onto u64 so that byte order is time order.
+fn ordered_ms(ms: i64) -> [u8; 8] {
+    ((ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn window_prefix(check: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(check.len() + 1);
+    k.extend_from_slice(check.as_bytes());
+    k.push(0);
+    k
+}
+
+fn window_key(check: &str, start_ms: i64, region: &str, agent: &str) -> Vec<u8> {
+    let mut k = window_prefix(check);
+    k.extend_from_slice(&ordered_ms(start_ms));
+    k.extend_from_slice(region.as_bytes());
+    k.push(0);
+    k.extend_from_slice(agent.as_bytes());
+    k
+}
+
+impl Store for SledStore {
+    fn ingest(
+        &self,
+        agent: &str,
+        region: &str,
+        seq: u64,
+        windows: &[v1::Window],
+    ) -> Result<IngestOutcome, StoreError> {
+        let marker = batch_key(agent, seq);
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = windows
+            .iter()
+            .map(|w| {
+                let key = window_key(&w.check, w.start_unix_ms, region, agent);
+                let value = StoredWindow {
+                    agent: agent.to_owned(),
+                    region: region.to_owned(),
+                    window: Some(w.clone()),
+                }
+                .encode_to_vec();
+                (key, value)
+            })
+            .collect();
+        let outcome = (&self.windows, &self.batches)
+            .transaction(|(tw, tb)| {
+                if tb.get(&marker)?.is_some() {
+                    return Ok(IngestOutcome::Duplicate);
+                }
+                for (k, v) in &encoded {
+                    tw.insert(k.as_slice(), v.as_slice())?;
+                }
+                tb.insert(marker.as_slice(), &[][..])?;
+                Ok::<_, ConflictableTransactionError<()>>(IngestOutcome::Stored)
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => StoreError::Io(e),
+                // The closure never aborts; keep the type total anyway.
+                TransactionError::Abort(()) => StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&marker).into_owned(),
+                    reason: "transaction aborted".into(),
+                },
+            })?;
+        // Ack means durable (RELIABILITY.md §2): flush before the caller acks,
+        // also for a duplicate, whose first write may not have been flushed when
+        // the previous coordinator process died.
+        self.db.flush()?;
+        Ok(outcome)
+    }
+
+    fn last_seq(&self, agent: &str) -> Result<u64, StoreError> {
+        let prefix = window_prefix(agent);
+        match self.batches.scan_prefix(&prefix).next_back() {
+            None => Ok(0),
+            Some(entry) => {
+                let (k, _) = entry?;
+                let tail = &k[prefix.len()..];
+                <[u8; 8]>::try_from(tail)
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        key: String::from_utf8_lossy(&k).into_owned(),
+                        reason: "batch key without an 8-byte seq".into(),
+                    })
+            }
+        }
+    }
+
+    fn windows_since(
+        &self,
+        check: &str,
+        since_unix_ms: i64,
+    ) -> Result<Vec<StoredWindow>, StoreError> {
+        let prefix = window_prefix(check);
+        let mut start = prefix.clone();
+        start.extend_from_slice(&ordered_ms(since_unix_ms));
+        let mut end = prefix;
+        end.extend_from_slice(&[0xff; 9]);
+        let mut out = Vec::new();
+        for entry in self.windows.range(start..end) {
+            let (k, v) = entry?;
+            let w = StoredWindow::decode(v.as_ref()).map_err(|e| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: e.to_string(),
+            })?;
+            out.push(w);
+        }
+        Ok(out)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(check: &str, start: i64) -> v1::Window {
+        v1::Window {
+            check: check.into(),
+            start_unix_ms: start,
+            duration_ms: 1000,
+            attempts: 1,
+            successes: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ingest_is_idempotent_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+            assert_eq!(s.last_seq("a1").unwrap(), 0);
+            let ws = [
+                window("web", 1_000),
+                window("web", 2_000),
+                window("db", 1_000),
+            ];
+            assert_eq!(s.ingest("a1", "eu", 1, &ws).unwrap(), IngestOutcome::Stored);
+            assert_eq!(
+                s.ingest("a1", "eu", 1, &ws).unwrap(),
+                IngestOutcome::Duplicate
+            );
+            assert_eq!(
+                s.ingest("a1", "eu", 2, &[window("web", 3_000)]).unwrap(),
+                IngestOutcome::Stored
+            );
+            // Another agent's seq space is separate, including one whose name
+            // is a prefix of the first's.
+            s.ingest("a", "us", 7, &[window("web", 1_000)]).unwrap();
+        }
+        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        assert_eq!(s.last_seq("a1").unwrap(), 2);
+        assert_eq!(s.last_seq("a").unwrap(), 7);
+        let web = s.windows_since("web", 0).unwrap();
+        let starts: Vec<_> = web
+            .iter()
+            .map(|w| (w.window.as_ref().unwrap().start_unix_ms, w.region.as_str()))
+            .collect();
+        assert_eq!(
+            starts,
+            [(1_000, "eu"), (1_000, "us"), (2_000, "eu"), (3_000, "eu")]
+        );
+        assert_eq!(s.windows_since("web", 2_000).unwrap().len(), 2);
+        // "we" is a prefix of "web" but a different check.
+        assert!(s.windows_since("we", 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn negative_and_positive_times_sort_in_time_order() {
+        assert!(ordered_ms(-5) < ordered_ms(0));
+        assert!(ordered_ms(0) < ordered_ms(5));
+        assert!(ordered_ms(i64::MIN) < ordered_ms(i64::MAX));
+    }
+
+    #[test]
+    fn refuses_a_store_from_another_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert("schema_version", &9u32.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let err = SledStore::open(dir.path(), 8 << 20).err().unwrap();
+        assert!(err.to_string().contains("schema version 9"), "{err}");
+    }
+}

@@ -1,0 +1,234 @@
+//! Malformed and hostile gRPC input is rejected with a clear status, nothing is
+//! stored from it, and the coordinator keeps serving. Valid batches are acked
+//! once stored, and a resent batch is acked again without being counted twice.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use vantage_proto::histogram;
+use vantage_proto::v1::{
+    self, agent_message, coordinator_message, AgentMessage, CoordinatorMessage,
+};
+
+use crate::support::*;
+
+const CONFIG: &str = r#"version = 1
+
+[server]
+grpc_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+data_dir = "data"
+window = "1s"
+
+[[check]]
+name = "db"
+kind = "tcp"
+host = "127.0.0.1"
+port = 9
+regions = ["eu"]
+interval = "1h"
+"#;
+
+struct Session {
+    tx: mpsc::Sender<AgentMessage>,
+    rx: tonic::Streaming<CoordinatorMessage>,
+}
+
+async fn open(grpc: SocketAddr, first: AgentMessage) -> Result<Session, tonic::Status> {
+    let mut client = v1::fleet_client::FleetClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("dial coordinator");
+    let (tx, out) = mpsc::channel(8);
+    tx.send(first).await.unwrap();
+    let rx = client.session(ReceiverStream::new(out)).await?.into_inner();
+    Ok(Session { tx, rx })
+}
+
+fn hello(agent: &str, region: &str) -> AgentMessage {
+    AgentMessage {
+        msg: Some(agent_message::Msg::Hello(v1::Hello {
+            agent: agent.into(),
+            region: region.into(),
+            version: "test".into(),
+            capabilities: vec!["tcp".into()],
+        })),
+    }
+}
+
+fn batch(seq: u64, check: &str, histogram_bytes: Vec<u8>) -> AgentMessage {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    AgentMessage {
+        msg: Some(agent_message::Msg::Results(v1::ResultBatch {
+            seq,
+            windows: vec![v1::Window {
+                check: check.into(),
+                start_unix_ms: now - now % 1000 - 1000,
+                duration_ms: 1000,
+                attempts: 1,
+                successes: 1,
+                phases: vec![v1::PhaseHistogram {
+                    phase: v1::Phase::Total as i32,
+                    histogram: histogram_bytes,
+                }],
+                ..Default::default()
+            }],
+        })),
+    }
+}
+
+fn good_histogram() -> Vec<u8> {
+    let mut h = histogram::new_latency();
+    histogram::record_micros(&mut h, 1500);
+    histogram::encode(&h)
+}
+
+/// Reads until the stream ends with an error and returns its status.
+async fn expect_error(s: &mut Session) -> tonic::Status {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.rx.message()).await {
+            Err(_) => panic!("no error within 10 s"),
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("stream ended without an error"),
+            Ok(Err(status)) => return status,
+        }
+    }
+}
+
+async fn next_msg(s: &mut Session) -> coordinator_message::Msg {
+    tokio::time::timeout(Duration::from_secs(10), s.rx.message())
+        .await
+        .expect("message within 10 s")
+        .expect("stream ok")
+        .expect("stream open")
+        .msg
+        .expect("message body")
+}
+
+/// Sends a gRPC frame whose payload is not protobuf at all, over a raw HTTP/2
+/// connection, and returns the grpc-status the server answered with.
+async fn raw_garbage_frame(grpc: SocketAddr) -> String {
+    let tcp = tokio::net::TcpStream::connect(grpc).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let payload = [0xffu8, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01];
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    let req = hyper::Request::post(format!("http://{grpc}/vantage.v1.Fleet/Session"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from(frame)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    if let Some(s) = resp.headers().get("grpc-status") {
+        return s.to_str().unwrap().to_owned();
+    }
+    let collected = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .expect("response within 10 s")
+        .unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    trailers
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_else(|| "missing".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_rejected_and_valid_batches_are_acked_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_coord, grpc, http) = start_coordinator(&write_config(dir.path(), CONFIG));
+
+    // Bytes that are not a protobuf message.
+    let status = raw_garbage_frame(grpc).await;
+    assert_ne!(status, "0", "garbage must not be accepted");
+    assert_ne!(status, "missing");
+
+    // A bad agent name in Hello.
+    let err = open(grpc, hello("bad name!", "eu")).await.err().unwrap();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("agent name"), "{}", err.message());
+
+    // A first message that is not Hello.
+    let beat = AgentMessage {
+        msg: Some(agent_message::Msg::Heartbeat(v1::Heartbeat {
+            sent_unix_ms: 1,
+        })),
+    };
+    let err = open(grpc, beat).await.err().unwrap();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // A histogram that is not HdrHistogram: the session is ended, nothing stored.
+    let mut s = open(grpc, hello("agent-1", "eu")).await.unwrap();
+    assert!(matches!(
+        next_msg(&mut s).await,
+        coordinator_message::Msg::Welcome(_)
+    ));
+    s.tx.send(batch(1, "db", b"\x1c\x84\x93\x14garbage".to_vec()))
+        .await
+        .unwrap();
+    let err = expect_error(&mut s).await;
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("HdrHistogram"), "{}", err.message());
+
+    // A region reporting a check that does not run there.
+    let mut s = open(grpc, hello("agent-us", "us")).await.unwrap();
+    assert!(matches!(
+        next_msg(&mut s).await,
+        coordinator_message::Msg::Welcome(_)
+    ));
+    s.tx.send(batch(1, "db", good_histogram())).await.unwrap();
+    let err = expect_error(&mut s).await;
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    let c = get_json(http, "/api/v1/checks/db").await;
+    assert!(
+        c["regions"].as_array().unwrap().is_empty(),
+        "nothing stored: {c}"
+    );
+
+    // Still serving: a valid session is welcomed, assigned and acked.
+    let mut s = open(grpc, hello("agent-1", "eu")).await.unwrap();
+    let coordinator_message::Msg::Welcome(w) = next_msg(&mut s).await else {
+        panic!("expected Welcome")
+    };
+    assert_eq!(w.last_stored_seq, 0);
+    assert_eq!(w.window_ms, 1000);
+    let coordinator_message::Msg::Assignment(a) = next_msg(&mut s).await else {
+        panic!("expected Assignment")
+    };
+    assert_eq!(a.checks.len(), 1);
+    assert_eq!(a.checks[0].name, "db");
+    for _ in 0..2 {
+        // The same batch twice, as after a lost ack: both acked, stored once.
+        s.tx.send(batch(1, "db", good_histogram())).await.unwrap();
+        let coordinator_message::Msg::Ack(ack) = next_msg(&mut s).await else {
+            panic!("expected Ack")
+        };
+        assert_eq!(ack.seq, 1);
+    }
+    let c = get_json(http, "/api/v1/checks/db").await;
+    assert_eq!(c["regions"][0]["attempts"], 1, "{c}");
+    let (status, body) = http_get(http, "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+    // A reconnecting agent learns what is stored, so it never reuses seq 1.
+    drop(s);
+    let mut s = open(grpc, hello("agent-1", "eu")).await.unwrap();
+    let coordinator_message::Msg::Welcome(w) = next_msg(&mut s).await else {
+        panic!("expected Welcome")
+    };
+    assert_eq!(w.last_stored_seq, 1);
+}

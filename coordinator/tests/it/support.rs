@@ -1,0 +1,264 @@
+//! Test harness: processes that are killed on drop, a real HTTPS target with a
+//! generated certificate chain, a minimal HTTP/1.1 GET for the API.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A child process killed (SIGKILL) and reaped on drop, so a failing test leaves
+/// nothing running.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Path of the `vantage-agent` binary. Cargo only provides `CARGO_BIN_EXE_*` for
+/// the package's own binaries, so the agent is built here (once per test run)
+/// into the same target directory.
+pub fn agent_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "vantage-agent",
+                "--bin",
+                "vantage-agent",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build for vantage-agent");
+        assert!(status.success(), "building vantage-agent failed");
+        // tests run from target/<profile>/deps/it-<hash>
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap();
+        let bin = profile_dir.join("vantage-agent");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+pub fn coordinator_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vantage-coordinator"))
+}
+
+/// Starts the coordinator with `config` and waits for its "listening" line.
+pub fn start_coordinator(config: &Path) -> (Proc, SocketAddr, SocketAddr) {
+    let mut child = Command::new(coordinator_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .env("VANTAGE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawning vantage-coordinator");
+    let stdout = child.stdout.take().unwrap();
+    let proc = Proc { child };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix("vantage-coordinator listening ") {
+                let mut grpc = None;
+                let mut http = None;
+                for part in rest.split_whitespace() {
+                    if let Some(v) = part.strip_prefix("grpc=") {
+                        grpc = v.parse::<SocketAddr>().ok();
+                    }
+                    if let Some(v) = part.strip_prefix("http=") {
+                        http = v.parse::<SocketAddr>().ok();
+                    }
+                }
+                let _ = tx.send((grpc.unwrap(), http.unwrap()));
+            }
+        }
+    });
+    let (grpc, http) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("coordinator did not report its addresses within 30 s");
+    (proc, grpc, http)
+}
+
+pub fn start_agent(grpc: SocketAddr, region: &str, name: &str) -> Proc {
+    let child = Command::new(agent_bin())
+        .args(["run", "--coordinator"])
+        .arg(format!("http://{grpc}"))
+        .args(["--region", region, "--name", name])
+        .env("VANTAGE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawning vantage-agent");
+    Proc { child }
+}
+
+/// GET over plain HTTP/1.1; returns status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect to API");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("API answered within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let (status, body) = http_get(addr, path).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// A CA and a leaf certificate for `localhost` / 127.0.0.1 that expires in
+/// `days_left` days plus `extra`.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    pub key: rustls_pki_types::PrivateKeyDer<'static>,
+}
+
+pub fn pki(days_left: i64, extra: time::Duration) -> TestPki {
+    let now = time::OffsetDateTime::now_utc();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Vantage Test CA");
+    ca_params.not_before = now - time::Duration::days(1);
+    ca_params.not_after = now + time::Duration::days(365);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    leaf.subject_alt_names
+        .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    leaf.not_before = now - time::Duration::days(1);
+    leaf.not_after = now + time::Duration::days(days_left) + extra;
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &ca).unwrap();
+    TestPki {
+        ca_pem: ca.pem(),
+        chain: vec![cert.der().clone(), ca.der().clone()],
+        key: rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    }
+}
+
+/// A real HTTPS server (HTTP/1.1 and HTTP/2 by ALPN) whose response delay can
+/// be changed while it runs.
+pub struct HttpsTarget {
+    pub addr: SocketAddr,
+    pub delay_ms: Arc<AtomicU64>,
+    pub requests: Arc<AtomicU64>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HttpsTarget {
+    fn drop(&mut self) {
+        self._task.abort();
+    }
+}
+
+pub async fn https_target(pki: &TestPki) -> HttpsTarget {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(pki.chain.clone(), pki.key.clone_key())
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let delay_ms = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
+    let (d, r) = (Arc::clone(&delay_ms), Arc::clone(&requests));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let (d, r) = (Arc::clone(&d), Arc::clone(&r));
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |_req| {
+                    let (d, r) = (Arc::clone(&d), Arc::clone(&r));
+                    async move {
+                        r.fetch_add(1, Ordering::Relaxed);
+                        let ms = d.load(Ordering::Relaxed);
+                        if ms > 0 {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from_static(b"vantage target ok\n"),
+                        )))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    HttpsTarget {
+        addr,
+        delay_ms,
+        requests,
+        _task: task,
+    }
+}
+
+/// Polls `f` every 250 ms until it returns `Some` or `limit` passes.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("vantage.toml");
+    std::fs::write(&path, body).unwrap();
+    path
+}
