@@ -17,6 +17,7 @@ pub mod v1 {
 
 pub mod histogram;
 pub mod spec;
+pub mod threshold;
 
 /// Largest gRPC message either side accepts, in bytes (shared/RELIABILITY.md §3:
 /// smaller than tonic's 4 MiB default; agents split batches below it).
