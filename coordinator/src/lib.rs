@@ -6,6 +6,8 @@
 //! - [`fleet`]: the gRPC `Fleet.Session` service, assignment and ingest.
 //! - [`store`]: the [`store::Store`] trait and its sled implementation.
 //! - [`eval`]: merging windows into per-region and fleet-wide summaries.
+//! - [`alert`]: notifications and the channels that deliver them.
+//! - [`secret`]: secrets read from the environment or files, never shown.
 //! - [`api`]: the HTTP API.
 //! - [`demo`]: coordinator, local agent and demo target in one process.
 #![warn(missing_docs)]
@@ -20,11 +22,13 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+pub mod alert;
 pub mod api;
 pub mod config;
 pub mod demo;
 pub mod eval;
 pub mod fleet;
+pub mod secret;
 pub mod store;
 
 use crate::config::Config;
