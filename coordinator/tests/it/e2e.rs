@@ -51,6 +51,7 @@ body_contains = "target ok"
             ca = ca_file.display()
         ),
     );
+    agent_bin(); // may build it: not part of the 30 s
     let started = Instant::now();
     let (_coord, grpc, http) = start_coordinator(&config);
     let _eu = start_agent(grpc, "eu", "agent-eu");

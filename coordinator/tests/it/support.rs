@@ -30,33 +30,64 @@ impl Drop for Proc {
 }
 
 /// Path of the `vantage-agent` binary. Cargo only provides `CARGO_BIN_EXE_*` for
-/// the package's own binaries, so the agent is built here (once per test run)
-/// into the same target directory.
+/// the package's own binaries. `cargo test --workspace` builds the agent binary
+/// next to ours (the agent's own tests need it); it is used when it is newer
+/// than every agent and proto source. Otherwise (`cargo test -p
+/// vantage-coordinator` after an agent change) it is built here, once per run.
+/// Call this before timing anything: a build can take minutes.
 pub fn agent_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "vantage-agent",
-                "--bin",
-                "vantage-agent",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("running cargo build for vantage-agent");
-        assert!(status.success(), "building vantage-agent failed");
         // tests run from target/<profile>/deps/it-<hash>
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe.parent().unwrap().parent().unwrap();
         let bin = profile_dir.join("vantage-agent");
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let sources = [
+            "agent/src",
+            "agent/Cargo.toml",
+            "proto/src",
+            "proto/proto",
+            "Cargo.lock",
+        ];
+        let newest_source = sources
+            .iter()
+            .filter_map(|s| newest_mtime(&workspace.join(s)))
+            .max();
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        if built.is_none() || built < newest_source {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "vantage-agent",
+                    "--bin",
+                    "vantage-agent",
+                ])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("running cargo build for vantage-agent");
+            assert!(status.success(), "building vantage-agent failed");
+        }
         assert!(bin.exists(), "{} missing after build", bin.display());
         bin
     })
     .clone()
+}
+
+/// The newest modification time of a file or of any file under a directory.
+fn newest_mtime(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| newest_mtime(&e.path()))
+        .max()
 }
 
 pub fn coordinator_bin() -> PathBuf {
