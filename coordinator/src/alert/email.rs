@@ -20,8 +20,14 @@
 //! permits, and one deadline of `timeout` over the whole attempt (waiting for
 //! a permit, connecting, TLS, AUTH and the SMTP exchange). lettre itself only
 //! bounds the TCP connect. When the deadline cuts an exchange short, the
-//! connection may be left in the middle of a command, so the channel discards
-//! the whole pool and opens a fresh one on the next send.
+//! connection may be left in the middle of a command (lettre would park it and
+//! read its late reply as the answer to the next command), so the channel
+//! discards the whole pool and opens a fresh one on the next send.
+//!
+//! RELIABILITY.md §5 asks to retry once on a fresh connection after a
+//! transport error. lettre does this where it is safe, for a parked
+//! connection that fails its `NOOP` check; beyond that the channel does not
+//! retry (the outbox owns retries, see [`super`]).
 //!
 //! # Outcomes
 //! | what happened | [`Delivery`] |
@@ -91,9 +97,10 @@ use super::{BoxFuture, Channel, Delivery, EmailConfig, Notification, SmtpTls};
 /// while lettre is still closing or testing the other.
 pub const POOL_MAX_SIZE: u32 = 2;
 
-/// How long an idle connection stays open. Shorter than common server idle
-/// timeouts (Postfix 300 s, Exchange 10 min; RFC 5321 asks servers for at least
-/// 5 min), so we close first instead of finding a dead socket on reuse.
+/// How long an idle connection stays open (lettre's cleanup runs once per this
+/// period, so in practice 30–60 s). Shorter than server idle timeouts (RFC 5321
+/// asks servers to wait at least 5 min), so we close first instead of finding
+/// a dead socket on reuse.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest reason text, in characters: enough for a server reply line, small
@@ -477,7 +484,8 @@ fn secret_forms(user: &str, password: &str) -> Vec<String> {
 /// `Message-ID` for a notification id: `<{encoded}@vantage>`. The id is kept
 /// where it is ASCII letters, digits, `-` and `_`; every other byte becomes
 /// `=XX` (hex), so distinct ids give distinct Message-IDs and the result is
-/// valid RFC 5322 `dot-atom-text`.
+/// valid RFC 5322 `dot-atom-text`. An empty id becomes `=`, which no
+/// non-empty id encodes to.
 pub fn message_id(id: &str) -> String {
     let mut enc = String::with_capacity(id.len() + 16);
     for b in id.bytes() {
@@ -488,7 +496,7 @@ pub fn message_id(id: &str) -> String {
         }
     }
     if enc.is_empty() {
-        enc.push_str("empty");
+        enc.push('=');
     }
     format!("<{enc}@{MESSAGE_ID_DOMAIN}>")
 }
@@ -796,7 +804,8 @@ mod tests {
         assert_eq!(a, "<homepage=2Fp=2895=29=3C500=2F3=2Ffiring@vantage>");
         assert_ne!(message_id("a.b"), message_id("a=2Eb"));
         assert_ne!(message_id("a b"), message_id("a_b"));
-        assert_eq!(message_id(""), "<empty@vantage>");
+        assert_eq!(message_id(""), "<=@vantage>");
+        assert_ne!(message_id(""), message_id("empty"));
         let inner = message_id("é\r\n<x>@y");
         assert!(inner
             .trim_start_matches('<')
