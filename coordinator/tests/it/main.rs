@@ -4,5 +4,7 @@
 
 mod config;
 mod e2e;
+mod email;
 mod grpc_input;
+mod smtp;
 mod support;
