@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::secret::Secret;
 
 pub(crate) mod http;
+pub mod slack;
 
 /// A boxed future, so channels can be called through `dyn Channel`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
