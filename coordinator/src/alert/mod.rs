@@ -23,6 +23,7 @@ use crate::secret::Secret;
 
 pub(crate) mod http;
 pub mod slack;
+pub mod webhook;
 
 /// A boxed future, so channels can be called through `dyn Channel`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
