@@ -5,4 +5,5 @@
 mod config;
 mod e2e;
 mod grpc_input;
+mod slack_receiver;
 mod support;
