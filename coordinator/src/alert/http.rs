@@ -73,8 +73,13 @@ pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
 /// error codes and a short JSON error, short enough for a log line.
 pub const MAX_EXCERPT_CHARS: usize = 120;
 
-/// Largest response head (status line and headers) accepted; hyper's minimum.
-const MAX_RESPONSE_HEAD: usize = 8 * 1024;
+/// Largest read buffer, so the largest response head (status line and
+/// headers) accepted: real receivers behind CDNs send a few KiB of headers.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// Most resolved addresses tried; more only dilute each one's share of the
+/// timeout.
+const MAX_ADDRESSES: usize = 16;
 
 /// `User-Agent` of every request.
 pub const USER_AGENT_VALUE: &str = concat!("vantage-coordinator/", env!("CARGO_PKG_VERSION"));
@@ -197,10 +202,28 @@ impl HttpPoster {
         let state = Arc::new(SendState::default());
         let deadline = Instant::now() + self.timeout;
         let outcome =
-            match tokio::time::timeout_at(deadline, self.attempt(body, headers, &state, deadline))
-                .await
-            {
-                Ok(d) => d,
+            match tokio::time::timeout_at(deadline, self.attempt(body, headers, &state)).await {
+                Ok(Err(d)) => d,
+                Ok(Ok((resp, _driver))) => {
+                    let status = resp.status();
+                    let retry_after = resp
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                    if status.is_success() {
+                        // The body (Slack: `ok`) adds nothing; do not wait for it.
+                        Delivery::Accepted
+                    } else {
+                        // The status decides; the body is only an excerpt, so a
+                        // slow one is cut short at the deadline rather than
+                        // turning a known status into a timeout.
+                        let body = tokio::time::timeout_at(deadline, read_capped(resp.into_body()))
+                            .await
+                            .unwrap_or_default();
+                        classify(self.label, status, retry_after, &excerpt(&body))
+                    }
+                }
                 Err(_) if state.sent() => Delivery::Ambiguous {
                     reason: format!(
                         "{}: no response within {:?} after the request was sent",
@@ -218,13 +241,15 @@ impl HttpPoster {
         self.redactor.delivery(outcome)
     }
 
+    /// Connects and sends the request; returns the response head (and the
+    /// connection task, which must live while the body is read), or the
+    /// outcome when no status arrived.
     async fn attempt(
         &self,
         body: Bytes,
         headers: &[(HeaderName, HeaderValue)],
         state: &Arc<SendState>,
-        deadline: Instant,
-    ) -> Delivery {
+    ) -> Result<(http::Response<hyper::body::Incoming>, AbortOnDrop), Delivery> {
         let label = self.label;
         let retry = |what: String| Delivery::Retry {
             after: None,
@@ -232,7 +257,7 @@ impl HttpPoster {
         };
         let tcp = match self.connect().await {
             Ok(tcp) => tcp,
-            Err(e) => return retry(e),
+            Err(e) => return Err(retry(e)),
         };
         let _ = tcp.set_nodelay(true);
         let io: Box<dyn Io> = match &self.tls {
@@ -244,11 +269,11 @@ impl HttpPoster {
                     url::Host::Ipv6(ip) => Ok(ServerName::from(IpAddr::V6(*ip))),
                 };
                 let Ok(name) = name else {
-                    return retry("the host is not a valid TLS server name".into());
+                    return Err(retry("the host is not a valid TLS server name".into()));
                 };
                 match connector.connect(name, tcp).await {
                     Ok(tls) => Box::new(tls),
-                    Err(e) => return retry(format!("TLS handshake failed: {e}")),
+                    Err(e) => return Err(retry(format!("TLS handshake failed: {e}"))),
                 }
             }
         };
@@ -262,11 +287,11 @@ impl HttpPoster {
             .await
         {
             Ok(pair) => pair,
-            Err(e) => return retry(format!("HTTP handshake failed: {e}")),
+            Err(e) => return Err(retry(format!("HTTP handshake failed: {e}"))),
         };
         // The connection task ends with the connection; aborting it on drop
         // (timeout, cancellation) closes the socket.
-        let _driver = AbortOnDrop(tokio::spawn(async move {
+        let driver = AbortOnDrop(tokio::spawn(async move {
             let _ = conn.await;
         }));
 
@@ -287,44 +312,33 @@ impl HttpPoster {
         }) {
             Ok(r) => r,
             Err(_) => {
-                return Delivery::Permanent {
+                return Err(Delivery::Permanent {
                     reason: format!("{label}: cannot build the request"),
-                }
+                })
             }
         };
 
-        let resp = match sender.send_request(req).await {
-            Ok(resp) => resp,
-            Err(e) if state.sent() => {
-                return Delivery::Ambiguous {
-                    reason: format!(
-                        "{label}: no response after the request was sent ({})",
-                        hyper_error(&e)
-                    ),
-                }
-            }
-            Err(e) => return retry(format!("sending the request failed ({})", hyper_error(&e))),
-        };
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        if status.is_success() {
-            // The body (Slack: `ok`) adds nothing; do not wait for it.
-            return Delivery::Accepted;
+        match sender.send_request(req).await {
+            Ok(resp) => Ok((resp, driver)),
+            Err(e) if state.sent() => Err(Delivery::Ambiguous {
+                reason: format!(
+                    "{label}: no response after the request was sent ({})",
+                    hyper_error(&e)
+                ),
+            }),
+            Err(e) => Err(retry(format!(
+                "sending the request failed ({})",
+                hyper_error(&e)
+            ))),
         }
-        let excerpt = match tokio::time::timeout_at(deadline, read_capped(resp.into_body())).await {
-            Ok(bytes) => excerpt(&bytes),
-            Err(_) => String::new(),
-        };
-        classify(label, status, retry_after, &excerpt)
     }
 
     /// Resolves the host and connects to the first address that answers.
     /// `http://` only ever connects to loopback addresses, whatever
     /// `localhost` resolves to.
+    /// Each address gets an equal share of the time left, so one
+    /// black-holed address (an unreachable IPv6 route) cannot use the whole
+    /// timeout (shared/RELIABILITY.md §4).
     async fn connect(&self) -> Result<TcpStream, String> {
         let addrs: Vec<SocketAddr> = match &self.host {
             url::Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(*ip), self.port)],
@@ -342,17 +356,21 @@ impl HttpPoster {
         if addrs.is_empty() {
             return Err("DNS lookup returned no usable address".into());
         }
-        let mut last = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last = Some(e),
+        let addrs: Vec<SocketAddr> = addrs.into_iter().take(MAX_ADDRESSES).collect();
+        let start = Instant::now();
+        let mut last = "connect failed".to_owned();
+        let count = addrs.len();
+        for (i, addr) in addrs.into_iter().enumerate() {
+            let left = self.timeout.saturating_sub(start.elapsed());
+            // At most 16 addresses are tried, each for its share of the time.
+            let share = left / u32::try_from(count - i).unwrap_or(u32::MAX);
+            match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => return Ok(s),
+                Ok(Err(e)) => last = connect_error(&e),
+                Err(_) => last = "connect timed out".into(),
             }
         }
-        Err(match last {
-            Some(e) => connect_error(&e),
-            None => "connect failed".into(),
-        })
+        Err(last)
     }
 }
 
@@ -482,29 +500,20 @@ async fn read_capped(mut body: hyper::body::Incoming) -> Vec<u8> {
 /// through the [`Redactor`].
 pub(crate) fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let mut out = String::new();
-    let mut count = 0;
-    let mut space = false;
-    for c in text.trim().chars() {
-        if count == MAX_EXCERPT_CHARS {
-            out.push('…');
-            break;
-        }
-        if c.is_whitespace() {
-            space = true;
-            continue;
-        }
-        if space {
-            out.push(' ');
-            count += 1;
-            space = false;
-            if count == MAX_EXCERPT_CHARS {
-                continue;
-            }
-        }
-        out.push(if c.is_ascii_graphic() { c } else { '?' });
-        count += 1;
+    let words = text
+        .split_whitespace()
+        .map(|w| {
+            w.chars()
+                .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    if words.chars().count() <= MAX_EXCERPT_CHARS {
+        return words;
     }
+    let mut out: String = words.chars().take(MAX_EXCERPT_CHARS).collect();
+    out.push('…');
     out
 }
 

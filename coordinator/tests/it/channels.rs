@@ -532,3 +532,71 @@ async fn webhook_classifies_like_slack() {
     );
     assert_eq!(rx.messages().len(), 1);
 }
+
+/// A raw TCP peer: reads one whole HTTP request, writes `answer`, then holds
+/// the connection open.
+async fn raw_peer(answer: &'static [u8]) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncWriteExt;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
+                if let Some(head_end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if req.len() >= head_end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let _ = s.write_all(answer).await;
+            held.push(s);
+        }
+    });
+    (addr, task)
+}
+
+/// The status decides even when the error body never finishes: a 404 whose
+/// body stalls is still `Permanent`, within the timeout.
+#[tokio::test]
+async fn a_stalled_error_body_keeps_the_status() {
+    let (addr, peer) =
+        raw_peer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 1000\r\n\r\nchannel_not_").await;
+    let timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let d = slack(format!("http://{addr}{SLACK_PATH}"), timeout, None)
+        .send(&notification())
+        .await;
+    let took = started.elapsed();
+    assert!(
+        matches!(&d, Delivery::Permanent { reason } if reason.contains("404")),
+        "{d:?}"
+    );
+    assert!(took < timeout + Duration::from_millis(300), "{took:?}");
+    peer.abort();
+}
+
+/// A peer that answers garbage after reading the request: the request may
+/// have been acted on, so `Ambiguous`.
+#[tokio::test]
+async fn a_garbage_answer_after_the_request_is_ambiguous() {
+    let (addr, peer) = raw_peer(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
+    let d = slack(format!("http://{addr}{SLACK_PATH}"), TIMEOUT, None)
+        .send(&notification())
+        .await;
+    assert!(matches!(d, Delivery::Ambiguous { .. }), "{d:?}");
+    assert_no_canary(&d);
+    peer.abort();
+}
