@@ -20,7 +20,7 @@
 //! Slack answers `200 ok`; errors are `400 invalid_payload`,
 //! `403 action_prohibited`, `404 channel_not_found`, `410 channel_is_archived`
 //! (all permanent), `429` with `Retry-After`, `500 rollup_error` (retry). See
-//! [`super::http`] for the classification and the secrecy of the URL.
+//! `alert/http.rs` for the classification and the secrecy of the URL.
 
 use std::fmt;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! `User-Agent: vantage-coordinator/<version>`, and
 //! `Idempotency-Key: <notification id>` so a receiver can drop the duplicate
 //! of an ambiguous attempt (the id is stable per transition). Any 2xx is
-//! accepted. See [`super::http`] for the classification and the secrecy of
+//! accepted. See `alert/http.rs` for the classification and the secrecy of
 //! the URL.
 
 use std::fmt;
