@@ -202,7 +202,9 @@ impl HttpPoster {
         let state = Arc::new(SendState::default());
         let deadline = Instant::now() + self.timeout;
         let outcome =
-            match tokio::time::timeout_at(deadline, self.attempt(body, headers, &state)).await {
+            match tokio::time::timeout_at(deadline, self.attempt(body, headers, &state, deadline))
+                .await
+            {
                 Ok(Err(d)) => d,
                 Ok(Ok((resp, _driver))) => {
                     let status = resp.status();
@@ -249,13 +251,14 @@ impl HttpPoster {
         body: Bytes,
         headers: &[(HeaderName, HeaderValue)],
         state: &Arc<SendState>,
+        deadline: Instant,
     ) -> Result<(http::Response<hyper::body::Incoming>, AbortOnDrop), Delivery> {
         let label = self.label;
         let retry = |what: String| Delivery::Retry {
             after: None,
             reason: format!("{label}: {what}"),
         };
-        let tcp = match self.connect().await {
+        let tcp = match self.connect(deadline).await {
             Ok(tcp) => tcp,
             Err(e) => return Err(retry(e)),
         };
@@ -336,10 +339,11 @@ impl HttpPoster {
     /// Resolves the host and connects to the first address that answers.
     /// `http://` only ever connects to loopback addresses, whatever
     /// `localhost` resolves to.
-    /// Each address gets an equal share of the time left, so one
-    /// black-holed address (an unreachable IPv6 route) cannot use the whole
-    /// timeout (shared/RELIABILITY.md §4).
-    async fn connect(&self) -> Result<TcpStream, String> {
+    ///
+    /// Each address gets an equal share of the time left before `deadline`,
+    /// so one black-holed address (an unreachable IPv6 route) cannot use the
+    /// whole timeout (shared/RELIABILITY.md §4).
+    async fn connect(&self, deadline: Instant) -> Result<TcpStream, String> {
         let addrs: Vec<SocketAddr> = match &self.host {
             url::Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(*ip), self.port)],
             url::Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(*ip), self.port)],
@@ -357,12 +361,11 @@ impl HttpPoster {
             return Err("DNS lookup returned no usable address".into());
         }
         let addrs: Vec<SocketAddr> = addrs.into_iter().take(MAX_ADDRESSES).collect();
-        let start = Instant::now();
         let mut last = "connect failed".to_owned();
         let count = addrs.len();
         for (i, addr) in addrs.into_iter().enumerate() {
-            let left = self.timeout.saturating_sub(start.elapsed());
-            // At most 16 addresses are tried, each for its share of the time.
+            let left = deadline.saturating_duration_since(Instant::now());
+            // count - i is at most MAX_ADDRESSES.
             let share = left / u32::try_from(count - i).unwrap_or(u32::MAX);
             match tokio::time::timeout(share, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => return Ok(s),
