@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::secret::Secret;
 
 pub mod email;
+pub(crate) mod http;
+pub mod slack;
+pub mod webhook;
 
 /// A boxed future, so channels can be called through `dyn Channel`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

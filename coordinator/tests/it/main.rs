@@ -2,9 +2,11 @@
 //! The end-to-end tests run the real `vantage-coordinator` and `vantage-agent`
 //! binaries as separate processes against real targets on loopback.
 
+mod channels;
 mod config;
 mod e2e;
 mod email;
 mod grpc_input;
 mod smtp;
+mod slack_receiver;
 mod support;
