@@ -584,7 +584,7 @@ async fn a_stalled_error_body_keeps_the_status() {
         matches!(&d, Delivery::Permanent { reason } if reason.contains("404")),
         "{d:?}"
     );
-    assert!(took < timeout + Duration::from_millis(300), "{took:?}");
+    assert!(took < timeout + Duration::from_secs(1), "{took:?}");
     peer.abort();
 }
 
