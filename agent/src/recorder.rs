@@ -27,11 +27,15 @@ struct WindowAcc {
     tls: Option<v1::TlsFacts>,
     last_status: u32,
     last_error: String,
+    consecutive_failures: u32,
 }
 
 impl WindowAcc {
-    fn record(&mut self, o: &ProbeOutcome) {
+    /// Adds one outcome; `streak` is the check's failures in a row including
+    /// this outcome.
+    fn record(&mut self, o: &ProbeOutcome, streak: u32) {
         self.attempts += 1;
+        self.consecutive_failures = streak;
         match &o.error {
             None => self.successes += 1,
             Some(e) => {
@@ -91,6 +95,7 @@ impl WindowAcc {
             tls: self.tls,
             last_status: self.last_status,
             last_error: self.last_error,
+            consecutive_failures: self.consecutive_failures,
         }
     }
 }
@@ -110,6 +115,8 @@ pub struct Recorder {
     len: Duration,
     open_start: i64,
     open: HashMap<String, WindowAcc>,
+    /// Failures in a row per check, carried across windows.
+    streaks: HashMap<String, u32>,
 }
 
 impl Recorder {
@@ -120,6 +127,7 @@ impl Recorder {
             open_start: window_start(unix_ms(now), len.as_millis() as i64),
             len,
             open: HashMap::new(),
+            streaks: HashMap::new(),
         }
     }
 
@@ -127,10 +135,17 @@ impl Recorder {
     /// window already closed (a slow probe) counts in the open one, so a window
     /// is never sent twice.
     pub fn record(&mut self, check: &str, outcome: &ProbeOutcome) {
+        let streak = self.streaks.entry(check.to_owned()).or_default();
+        *streak = if outcome.is_success() {
+            0
+        } else {
+            streak.saturating_add(1)
+        };
+        let streak = *streak;
         self.open
             .entry(check.to_owned())
             .or_default()
-            .record(outcome);
+            .record(outcome, streak);
     }
 
     /// When the open window ends.
@@ -261,6 +276,33 @@ mod tests {
                 false
             )
             .is_empty());
+    }
+
+    #[test]
+    fn failures_in_a_row_carry_across_windows_and_reset_on_success() {
+        let t0 = UNIX_EPOCH + Duration::from_millis(50_000);
+        let second = Duration::from_secs(1);
+        let mut rec = Recorder::new(second, t0);
+        let fail = || outcome(10, Some(ErrorClass::Connect));
+        rec.record("web", &fail());
+        rec.record("web", &fail());
+        rec.record("db", &outcome(5, None));
+        let mut out = rec.roll(t0 + second, second, false);
+        out.sort_by(|a, b| a.check.cmp(&b.check));
+        assert_eq!(out[0].consecutive_failures, 0, "db");
+        assert_eq!(out[1].consecutive_failures, 2, "web");
+
+        rec.record("web", &fail());
+        let out = rec.roll(t0 + 2 * second, second, false);
+        assert_eq!(
+            out[0].consecutive_failures, 3,
+            "counted into the earlier window"
+        );
+
+        rec.record("web", &fail());
+        rec.record("web", &outcome(10, None));
+        let out = rec.roll(t0 + 3 * second, second, false);
+        assert_eq!(out[0].consecutive_failures, 0, "the last attempt succeeded");
     }
 
     #[test]

@@ -201,6 +201,11 @@ pub struct Window {
     /// Human-readable reason of the last failure in this window, empty if none.
     #[prost(string, tag = "10")]
     pub last_error: ::prost::alloc::string::String,
+    /// Failed attempts in a row at the end of this window, counting back into
+    /// earlier windows of the same check on this agent; 0 when the last attempt
+    /// succeeded. Drives the `down` rule (failure_threshold).
+    #[prost(uint32, tag = "11")]
+    pub consecutive_failures: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
