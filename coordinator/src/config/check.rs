@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use vantage_proto::spec::{Check, HttpSpec, ProbeKind, ProbeSpec, TcpSpec, TlsSpec};
 
+use super::alerting;
 use super::reader::{self, Ctx, Field, Reported, TableReader};
 use super::CheckConfig;
 
@@ -22,7 +23,18 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Keys of every check, whatever its kind.
 #[cfg(test)]
-const COMMON_KEYS: &[&str] = &["name", "kind", "regions", "interval", "timeout"];
+const COMMON_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "regions",
+    "interval",
+    "timeout",
+    "thresholds",
+    "quorum",
+    "failure_threshold",
+    "for",
+    "channels",
+];
 /// Keys of an `http` check (must match [`read_http`]; a test checks).
 const HTTP_KEYS: &[&str] = &[
     "url",
@@ -55,7 +67,11 @@ fn a_kind(kind: ProbeKind) -> String {
 }
 
 /// Reads the top-level `check` key: an array of tables.
-pub(super) fn read_checks(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>) -> Vec<CheckConfig> {
+pub(super) fn read_checks(
+    cx: &mut Ctx<'_>,
+    root: &mut TableReader<'_, '_>,
+    channels: &[String],
+) -> Vec<CheckConfig> {
     let Some(field) = root.field("check") else {
         return Vec::new();
     };
@@ -69,7 +85,7 @@ pub(super) fn read_checks(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>) -> V
         let Ok(r) = element.table(cx, "a table ([[check]])") else {
             continue;
         };
-        checks.push(read_check(cx, r, i, &mut names));
+        checks.push(read_check(cx, r, i, &mut names, channels));
     }
     checks
 }
@@ -106,6 +122,7 @@ fn read_check(
     mut r: TableReader<'_, '_>,
     index: usize,
     names: &mut HashMap<String, (usize, usize)>,
+    channels: &[String],
 ) -> CheckConfig {
     let mut stand_ins = StandIns::default();
 
@@ -128,6 +145,13 @@ fn read_check(
     let regions = r.required(cx, "regions", read_regions);
     let interval = r.optional(cx, "interval", reader::duration);
     let timeout = r.optional(cx, "timeout", reader::duration);
+    let alerting = alerting::read_check_alerting(
+        cx,
+        &mut r,
+        kind.as_ref().ok().copied(),
+        regions.as_ref().map_or(0, Vec::len),
+        channels,
+    );
 
     let probe = match kind {
         Ok(kind) => {
@@ -195,7 +219,11 @@ fn read_check(
         cx.error(&at, &r.key_path(e.field), e.message);
     }
     r.finish(cx);
-    CheckConfig { check, regions }
+    CheckConfig {
+        check,
+        regions,
+        alerting,
+    }
 }
 
 fn human(d: Duration) -> String {

@@ -56,8 +56,15 @@
 //! `FILE: MESSAGE`). Errors are sorted by position.
 #![warn(missing_docs)]
 
+mod alerting;
 mod check;
 mod reader;
+
+pub use self::alerting::{
+    AlertingConfig, CheckAlerting, Maintenance, RuleSpec, DEFAULT_AGENT_DOWN_AFTER,
+    DEFAULT_ALERT_WINDOW, DEFAULT_CHANNEL_TIMEOUT, DEFAULT_EVAL_INTERVAL,
+    DEFAULT_FAILURE_THRESHOLD, DEFAULT_REPEAT_INTERVAL,
+};
 
 use std::fmt;
 use std::io::Read as _;
@@ -107,6 +114,12 @@ pub struct Config {
     pub server: ServerConfig,
     /// The `[[check]]` tables, in file order; names are unique.
     pub checks: Vec<CheckConfig>,
+    /// The `[alerting]` table.
+    pub alerting: AlertingConfig,
+    /// The `[[channel]]` tables, secrets already read; names are unique.
+    pub channels: Vec<crate::alert::ChannelConfig>,
+    /// The `[[maintenance]]` windows.
+    pub maintenance: Vec<Maintenance>,
 }
 
 /// The `[server]` table, defaults applied.
@@ -148,6 +161,8 @@ pub struct CheckConfig {
     pub check: vantage_proto::spec::Check,
     /// `regions`: where the check runs; non-empty, valid names, no duplicates.
     pub regions: Vec<String>,
+    /// The alert keys: rules, quorum, channels.
+    pub alerting: CheckAlerting,
 }
 
 /// One problem in a config file.
@@ -255,7 +270,11 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigErrors> {
     read_version(&mut cx, &mut root);
     let base_dir = origin.parent().unwrap_or(Path::new(""));
     let server = read_server(&mut cx, &mut root, base_dir);
-    let checks = check::read_checks(&mut cx, &mut root);
+    let alerting = alerting::read_alerting(&mut cx, &mut root, server.window);
+    let (channels, channel_names) = alerting::read_channels(&mut cx, &mut root, base_dir);
+    let checks = check::read_checks(&mut cx, &mut root, &channel_names);
+    let names: Vec<&str> = checks.iter().map(|c| c.check.name.as_str()).collect();
+    let maintenance = alerting::read_maintenance(&mut cx, &mut root, &names);
     root.finish(&mut cx);
 
     let errors = cx.into_errors();
@@ -264,6 +283,9 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigErrors> {
             origin: origin.to_path_buf(),
             server,
             checks,
+            alerting,
+            channels,
+            maintenance,
         })
     } else {
         Err(ConfigErrors(errors))

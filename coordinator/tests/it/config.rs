@@ -260,6 +260,33 @@ fn timeout_defaults_to_the_smaller_of_10s_and_the_interval() {
     assert_eq!(timeout("interval = \"200ms\""), Duration::from_millis(200));
 }
 
+/// The secrets `deploy/examples/coordinator.toml` reads from the environment.
+const EXAMPLE_SECRETS: &[(&str, &str)] = &[
+    ("VANTAGE_SLACK_WEBHOOK", "http://127.0.0.1:9/canary-slack"),
+    ("VANTAGE_SMTP_PASSWORD", "canary-password"),
+    (
+        "VANTAGE_INCIDENT_HOOK_URL",
+        "http://127.0.0.1:9/canary-hook",
+    ),
+];
+
+/// Parses `text` with `{ env = ... }` secrets rewritten to files holding the
+/// example values (the test process's own environment is shared by every
+/// test thread, so it is not changed).
+fn parse_with_secrets(text: &str) -> config::Config {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = text.to_owned();
+    for (name, value) in EXAMPLE_SECRETS {
+        let file = dir.path().join(name);
+        std::fs::write(&file, value).unwrap();
+        text = text.replace(
+            &format!("{{ env = \"{name}\" }}"),
+            &format!("{{ file = {:?} }}", file.display().to_string()),
+        );
+    }
+    config::parse(&text, &dir.path().join("coordinator.toml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[test]
 fn every_deploy_example_parses() {
     let dir = manifest_dir().join("../deploy/examples");
@@ -267,15 +294,44 @@ fn every_deploy_example_parses() {
     let names: Vec<_> = examples.iter().map(|p| file_name(p)).collect();
     assert!(names.contains(&"coordinator.toml"), "{names:?}");
     assert!(names.contains(&"demo.toml"), "{names:?}");
+    // The real binary, so the secrets the examples read from the environment
+    // can be given to it alone.
     for path in &examples {
-        let name = file_name(path);
-        let text = std::fs::read_to_string(path).unwrap();
-        if let Err(e) = config::parse(&text, Path::new(name)) {
-            panic!("{name} does not parse:\n{e}");
-        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vantage-coordinator"))
+            .arg("validate")
+            .arg(path)
+            .envs(EXAMPLE_SECRETS.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} does not validate:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
+    // Without them, the error names the variable and never a value.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vantage-coordinator"))
+        .arg("validate")
+        .arg(dir.join("coordinator.toml"))
+        .envs(
+            EXAMPLE_SECRETS
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != "VANTAGE_SMTP_PASSWORD"),
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("channel[1].password: environment variable VANTAGE_SMTP_PASSWORD is not set"),
+        "{err}"
+    );
+    assert!(!err.contains("canary"), "{err}");
     // The example covers every kind over two regions.
-    let cfg = config::load(&dir.join("coordinator.toml")).unwrap();
+    let text = std::fs::read_to_string(dir.join("coordinator.toml")).unwrap();
+    let cfg = parse_with_secrets(&text);
     let kinds: std::collections::BTreeSet<_> = cfg
         .checks
         .iter()
@@ -284,6 +340,44 @@ fn every_deploy_example_parses() {
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
         ["http", "tcp", "tls"]
+    );
+    // Its alerting keys.
+    let check = |name: &str| cfg.checks.iter().find(|c| c.check.name == name).unwrap();
+    let rules = |name: &str| -> Vec<String> {
+        check(name)
+            .alerting
+            .rules
+            .iter()
+            .map(|r| r.name().to_owned())
+            .collect()
+    };
+    assert_eq!(rules("homepage"), ["down", "p(95)<800", "rate<0.05"]);
+    assert_eq!(check("homepage").alerting.quorum, 2);
+    assert_eq!(check("homepage").alerting.channels, None);
+    assert_eq!(check("api-health").alerting.quorum, 1);
+    assert_eq!(
+        check("api-health").alerting.channels.as_deref(),
+        Some(&["oncall-mail".to_owned()][..])
+    );
+    assert_eq!(
+        rules("origin-cert"),
+        ["down", "days_left>=30", "days_left>=7"]
+    );
+    assert_eq!(
+        rules("homepage-cert"),
+        ["down", "days_left>=21", "days_left>=7"]
+    );
+    assert_eq!(check("postgres").alerting.quorum, 1, "one region");
+    let kinds: Vec<_> = cfg.channels.iter().map(|c| c.kind.as_str()).collect();
+    assert_eq!(kinds, ["slack", "email", "webhook"]);
+    assert!(
+        !format!("{cfg:?}").contains("canary"),
+        "secrets are redacted in Debug"
+    );
+    assert_eq!(cfg.maintenance.len(), 1);
+    assert_eq!(
+        cfg.alerting.dashboard_url.as_deref(),
+        Some("https://vantage.example.com/")
     );
 }
 
