@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use vantage_proto::histogram;
+use vantage_proto::threshold::Aggregate;
 use vantage_proto::v1::{self, ChainStatus, ErrorClass, Phase};
 
 use crate::store::StoredWindow;
@@ -139,8 +140,10 @@ pub fn chain_status_name(s: ChainStatus) -> &'static str {
     }
 }
 
+/// Windows of one region (or all regions) merged: histograms added, counts
+/// summed, the newest facts kept. Rules are measured on this.
 #[derive(Default)]
-struct Acc {
+pub struct Merged {
     agents: Vec<String>,
     windows: u64,
     attempts: u64,
@@ -152,9 +155,51 @@ struct Acc {
     last_status: Option<(i64, u32)>,
     last_error: Option<(i64, String)>,
     last_end: Option<i64>,
+    // (window start, failures in a row) of the newest window.
+    streak: Option<(i64, u32)>,
 }
 
-impl Acc {
+impl Merged {
+    /// The value a threshold's aggregate compares against: latency in ms,
+    /// `rate` and `availability` from the attempts, `days_left` from the
+    /// newest TLS facts. `None` when there is nothing to measure.
+    pub fn measure(&self, aggregate: Aggregate) -> Option<f64> {
+        let ms = |us: f64| us / 1000.0;
+        let total = self
+            .phases
+            .get(&(Phase::Total as i32))
+            .filter(|h| !h.is_empty());
+        match aggregate {
+            Aggregate::Percentile(p) => total.map(|h| ms(h.value_at_quantile(p / 100.0) as f64)),
+            Aggregate::Med => total.map(|h| ms(h.value_at_quantile(0.5) as f64)),
+            Aggregate::Avg => total.map(|h| ms(h.mean())),
+            Aggregate::Min => total.map(|h| ms(h.min() as f64)),
+            Aggregate::Max => total.map(|h| ms(h.max() as f64)),
+            Aggregate::Count => (self.windows > 0).then_some(self.attempts as f64),
+            Aggregate::Rate => (self.attempts > 0).then(|| {
+                (self.attempts - self.successes.min(self.attempts)) as f64 / self.attempts as f64
+            }),
+            Aggregate::Availability => (self.attempts > 0)
+                .then(|| self.successes.min(self.attempts) as f64 / self.attempts as f64 * 100.0),
+            Aggregate::DaysLeft => self.tls.as_ref().map(|(_, t)| t.days_left as f64),
+        }
+    }
+
+    /// Failures in a row at the end of the newest window.
+    pub fn consecutive_failures(&self) -> Option<u32> {
+        self.streak.map(|(_, n)| n)
+    }
+
+    /// End of the newest window, unix ms.
+    pub fn last_end_unix_ms(&self) -> Option<i64> {
+        self.last_end
+    }
+
+    /// The newest failure reason.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_ref().map(|(_, e)| e.as_str())
+    }
+
     fn add(&mut self, agent: &str, w: &v1::Window) {
         if !self.agents.iter().any(|a| a == agent) {
             self.agents.push(agent.to_owned());
@@ -186,6 +231,9 @@ impl Acc {
         }
         if !w.last_error.is_empty() {
             keep_newest(&mut self.last_error, start, &w.last_error);
+        }
+        if w.attempts > 0 {
+            keep_newest(&mut self.streak, start, &w.consecutive_failures);
         }
         let end = start + i64::from(w.duration_ms);
         self.last_end = Some(self.last_end.map_or(end, |e| e.max(end)));
@@ -241,18 +289,29 @@ fn keep_newest<T: Clone>(slot: &mut Option<(i64, T)>, start: i64, value: &T) {
     }
 }
 
-/// Summaries per region (sorted by name) and the merge of all regions.
-pub fn summarize(windows: &[StoredWindow]) -> (Vec<RegionSummary>, RegionSummary) {
-    let mut per_region: BTreeMap<&str, Acc> = BTreeMap::new();
-    let mut all = Acc::default();
+/// Windows merged per region (sorted by name) and across all regions.
+pub fn merge(windows: &[StoredWindow]) -> (BTreeMap<String, Merged>, Merged) {
+    let mut per_region: BTreeMap<String, Merged> = BTreeMap::new();
+    let mut all = Merged::default();
     for sw in windows {
         let Some(w) = &sw.window else { continue };
-        per_region.entry(&sw.region).or_default().add(&sw.agent, w);
+        if !per_region.contains_key(&sw.region) {
+            per_region.insert(sw.region.clone(), Merged::default());
+        }
+        if let Some(m) = per_region.get_mut(&sw.region) {
+            m.add(&sw.agent, w);
+        }
         all.add(&sw.agent, w);
     }
+    (per_region, all)
+}
+
+/// Summaries per region (sorted by name) and the merge of all regions.
+pub fn summarize(windows: &[StoredWindow]) -> (Vec<RegionSummary>, RegionSummary) {
+    let (per_region, all) = merge(windows);
     let regions = per_region
         .into_iter()
-        .map(|(r, acc)| acc.finish(r.to_owned()))
+        .map(|(r, acc)| acc.finish(r))
         .collect();
     (regions, all.finish("all".to_owned()))
 }
@@ -326,6 +385,38 @@ mod tests {
         assert_eq!(a.count, 200);
         assert!((390.0..=391.0).contains(&a.p95), "{a:?}");
         assert_eq!(all.availability, Some(99.5));
+    }
+
+    #[test]
+    fn measures_every_aggregate_per_region() {
+        let eu: Vec<u64> = (1..=100).map(|i| i * 1000).collect(); // 1..100 ms
+        let mut streaky = sw("eu", "a", 2000, &eu[..10], 7);
+        if let Some(w) = streaky.window.as_mut() {
+            w.consecutive_failures = 3;
+        }
+        let ws = vec![sw("eu", "a", 1000, &eu[10..], 90), streaky];
+        let (regions, all) = merge(&ws);
+        let m = &regions["eu"];
+        let v = |a: Aggregate| m.measure(a).unwrap();
+        assert!((94.9..=95.1).contains(&v(Aggregate::Percentile(95.0))));
+        assert!((49.9..=50.1).contains(&v(Aggregate::Med)));
+        assert!(
+            (50.4..=50.6).contains(&v(Aggregate::Avg)),
+            "{}",
+            v(Aggregate::Avg)
+        );
+        assert!((0.99..=1.01).contains(&v(Aggregate::Min)));
+        assert!((99.9..=100.1).contains(&v(Aggregate::Max)));
+        assert_eq!(v(Aggregate::Count), 100.0);
+        assert!((v(Aggregate::Rate) - 0.03).abs() < 1e-9);
+        assert!((v(Aggregate::Availability) - 97.0).abs() < 1e-9);
+        assert_eq!(v(Aggregate::DaysLeft), 2.0, "newest window's facts");
+        assert_eq!(m.consecutive_failures(), Some(3), "newest window's streak");
+        assert_eq!(all.measure(Aggregate::Count), Some(100.0));
+        let (_, empty) = merge(&[]);
+        assert_eq!(empty.measure(Aggregate::Percentile(95.0)), None);
+        assert_eq!(empty.measure(Aggregate::Rate), None);
+        assert_eq!(empty.consecutive_failures(), None);
     }
 
     #[test]

@@ -98,13 +98,29 @@ struct Session {
     tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
 }
 
+/// Whether an agent is connected, and when it was last heard from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Liveness {
+    /// Agent name.
+    pub name: String,
+    /// Region.
+    pub region: String,
+    /// A session is open.
+    pub connected: bool,
+    /// Unix ms of its last message (or of its disconnection).
+    pub last_seen_unix_ms: i64,
+}
+
 /// Fleet state shared by all sessions.
 pub struct Fleet {
     config: Arc<Config>,
     store: Arc<dyn Store>,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Agents whose session ended, with region and last-seen time.
+    departed: Mutex<HashMap<String, (String, i64)>>,
     next_session: AtomicU64,
     assignment_version: AtomicU64,
+    ingested: tokio::sync::Notify,
 }
 
 fn now_ms() -> i64 {
@@ -134,9 +150,44 @@ impl Fleet {
             config,
             store,
             sessions: Mutex::new(HashMap::new()),
+            departed: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             assignment_version: AtomicU64::new(0),
+            ingested: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Signalled after each newly stored batch, so evaluation can run on
+    /// fresh data without waiting for its next tick.
+    pub fn ingested(&self) -> &tokio::sync::Notify {
+        &self.ingested
+    }
+
+    /// Connected agents and agents that left since this process started.
+    pub fn liveness(&self) -> Vec<Liveness> {
+        let mut out: Vec<Liveness> = self
+            .lock()
+            .values()
+            .map(|s| Liveness {
+                name: s.info.name.clone(),
+                region: s.info.region.clone(),
+                connected: true,
+                last_seen_unix_ms: s.info.last_seen_unix_ms,
+            })
+            .collect();
+        let departed = self.departed.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, (region, last_seen)) in departed.iter() {
+            if !out.iter().any(|l| &l.name == name) {
+                out.push(Liveness {
+                    name: name.clone(),
+                    region: region.clone(),
+                    connected: false,
+                    last_seen_unix_ms: *last_seen,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// Connected agents, sorted by name.
@@ -180,7 +231,7 @@ impl Fleet {
                 .max_by_key(|n| fnv1a(&[&c.check.name, n]));
             if let Some(owner) = owner {
                 if let Some(list) = owned.get_mut(owner) {
-                    list.push(v1::Check::from(&c.check));
+                    list.push(assigned_check(&c.check, region));
                 }
             }
         }
@@ -337,6 +388,8 @@ impl Fleet {
         .map_err(|e| FleetError::Invalid(format!("ingest task failed: {e}")))??;
         if outcome == IngestOutcome::Duplicate {
             tracing::debug!(agent, seq, "duplicate batch acknowledged again");
+        } else {
+            self.ingested.notify_one();
         }
         Ok(())
     }
@@ -400,9 +453,38 @@ impl Fleet {
             }
         };
         if removed {
+            self.departed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(agent.clone(), (region.clone(), now_ms()));
+        }
+        if removed {
             self.reassign(&region);
         }
     }
+}
+
+/// Header naming the probing region on every HTTP check request, so a
+/// target's logs can tell regions (and probe traffic) apart (contract).
+pub const REGION_HEADER: &str = "X-Vantage-Region";
+
+/// The check as sent to an agent of `region`: HTTP requests carry
+/// [`REGION_HEADER`] unless the check sets that header itself.
+fn assigned_check(check: &vantage_proto::spec::Check, region: &str) -> v1::Check {
+    let mut wire = v1::Check::from(check);
+    if let Some(v1::check::Probe::Http(h)) = wire.probe.as_mut() {
+        if !h
+            .headers
+            .iter()
+            .any(|x| x.name.eq_ignore_ascii_case(REGION_HEADER))
+        {
+            h.headers.push(v1::Header {
+                name: REGION_HEADER.into(),
+                value: region.into(),
+            });
+        }
+    }
+    wire
 }
 
 fn truncate(s: &str) -> String {

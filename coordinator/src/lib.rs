@@ -31,6 +31,7 @@ pub mod fleet;
 pub mod secret;
 pub mod store;
 
+use crate::alert::store::AlertStore;
 use crate::config::Config;
 use crate::store::{SledStore, Store};
 
@@ -76,7 +77,7 @@ pub async fn run(
     let config = Arc::new(config);
     let data_dir = config.server.data_dir.clone();
     let cache = config.server.cache_capacity_bytes;
-    let store: Arc<dyn Store> = Arc::new(
+    let sled = Arc::new(
         tokio::task::spawn_blocking(move || SledStore::open(&data_dir, cache))
             .await
             .context("store open task")?
@@ -84,6 +85,19 @@ pub async fn run(
                 anyhow::anyhow!("{e}\n{}", store_recovery_help(&config.server.data_dir))
             })?,
     );
+    let recover = Arc::clone(&sled);
+    let resent = tokio::task::spawn_blocking(move || recover.recover_outbox())
+        .await
+        .context("outbox recovery task")??;
+    if resent > 0 {
+        tracing::warn!(
+            notifications = resent,
+            "notifications were being sent when the coordinator stopped; resending them marked as possible duplicates"
+        );
+    }
+    let store: Arc<dyn Store> = sled.clone();
+    let alerts: Arc<dyn AlertStore> = sled;
+    let channels = alert::build_channels(&config.channels)?;
 
     let grpc_listener = TcpListener::bind(config.server.grpc_listen)
         .await
@@ -98,6 +112,14 @@ pub async fn run(
 
     let fleet = fleet::Fleet::new(Arc::clone(&config), Arc::clone(&store));
     let token = CancellationToken::new();
+    let alerting = alert::start(
+        Arc::clone(&config),
+        Arc::clone(&store),
+        Arc::clone(&alerts),
+        Arc::clone(&fleet),
+        channels,
+        token.clone(),
+    );
 
     let grpc_token = token.clone();
     let service = vantage_proto::v1::fleet_server::FleetServer::new(fleet::FleetService::new(
@@ -121,6 +143,7 @@ pub async fn run(
         config: Arc::clone(&config),
         store: Arc::clone(&store),
         fleet,
+        alerts,
     });
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)
@@ -137,6 +160,9 @@ pub async fn run(
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         let _ = grpc.await;
         let _ = http.await;
+        for task in alerting {
+            let _ = task.await;
+        }
     })
     .await;
     if drained.is_err() {

@@ -151,6 +151,31 @@ impl SledStore {
     }
 }
 
+impl SledStore {
+    /// Opens a store that was just dropped in this process: sled's flusher
+    /// thread can hold the directory lock for a moment after the drop.
+    #[cfg(test)]
+    pub(crate) fn reopen(dir: &Path, cache_capacity_bytes: u64) -> Self {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match SledStore::open(dir, cache_capacity_bytes) {
+                Ok(s) => return s,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopening {}: {e}", dir.display()),
+            }
+        }
+    }
+
+    /// The database, for the other trees kept in the same directory (alert
+    /// state, outbox).
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.db
+    }
+}
+
 fn batch_key(agent: &str, seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(agent.len() + 9);
     k.extend_from_slice(agent.as_bytes());
@@ -312,7 +337,7 @@ mod tests {
             // is a prefix of the first's.
             s.ingest("a", "us", 7, &[window("web", 1_000)]).unwrap();
         }
-        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let s = SledStore::reopen(dir.path(), 8 << 20);
         assert_eq!(s.last_seq("a1").unwrap(), 2);
         assert_eq!(s.last_seq("a").unwrap(), 7);
         let web = s.windows_since("web", 0).unwrap();

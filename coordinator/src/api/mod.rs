@@ -6,6 +6,8 @@
 //! | `GET /api/v1/agents` | connected agents |
 //! | `GET /api/v1/checks` | every check with per-region and merged summaries |
 //! | `GET /api/v1/checks/{name}` | one check, with phase percentiles |
+//! | `GET /api/v1/alerts` | alerts, outbox, silences ([`alerts`]) |
+//! | `POST /api/v1/silences`, `DELETE /api/v1/silences/{id}` | silences |
 //!
 //! `?window=5m` (default 5 m, at most 24 h) selects the sliding window.
 
@@ -15,11 +17,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use crate::alert::store::AlertStore;
 use crate::config::{CheckConfig, Config};
+
+pub mod alerts;
+
+/// Largest request body accepted (RELIABILITY.md API4).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 use crate::eval::{self, RegionSummary};
 use crate::fleet::{AgentInfo, Fleet};
 use crate::store::Store;
@@ -38,6 +46,8 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// Connected agents.
     pub fleet: Arc<Fleet>,
+    /// Alert state, outbox and silences.
+    pub alerts: Arc<dyn AlertStore>,
 }
 
 /// The API router.
@@ -47,6 +57,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/checks", get(list_checks))
         .route("/api/v1/checks/{name}", get(get_check))
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/silences", post(alerts::create))
+        .route("/api/v1/silences/{id}", delete(alerts::delete))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 

@@ -7,6 +7,6 @@ mod config;
 mod e2e;
 mod email;
 mod grpc_input;
-mod smtp;
 mod slack_receiver;
+mod smtp;
 mod support;
