@@ -2,6 +2,7 @@
 //! The end-to-end tests run the real `vantage-coordinator` and `vantage-agent`
 //! binaries as separate processes against real targets on loopback.
 
+mod alerts;
 mod channels;
 mod config;
 mod e2e;

@@ -106,6 +106,7 @@ struct State {
     messages: Mutex<Vec<Received>>,
     rejections: Mutex<Vec<String>>,
     requests: AtomicUsize,
+    arrivals: Mutex<Vec<Instant>>,
     arrived: Notify,
 }
 
@@ -194,6 +195,11 @@ impl SlackReceiver {
         self.state.rejections.lock().unwrap().clone()
     }
 
+    /// When each request arrived (valid or not, whatever the answer).
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.state.arrivals.lock().unwrap().clone()
+    }
+
     /// How many requests arrived (valid or not).
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
@@ -246,6 +252,7 @@ async fn handle(
     kill: Arc<Notify>,
 ) -> Response<Full<Bytes>> {
     state.requests.fetch_add(1, Ordering::SeqCst);
+    state.arrivals.lock().unwrap().push(Instant::now());
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
         Ok(b) => b.to_bytes(),

@@ -72,6 +72,11 @@ pub struct SmtpServer {
     events: PathBuf,
     stderr: PathBuf,
     ca_file: PathBuf,
+    chain_file: PathBuf,
+    key_file: PathBuf,
+    mode: Mode,
+    password: String,
+    script: Script,
     _dir: tempfile::TempDir,
 }
 
@@ -125,23 +130,48 @@ impl SmtpServer {
         let events = dir.path().join("events.jsonl");
         std::fs::write(&events, "").unwrap();
         let stderr = dir.path().join("stderr.log");
+        std::fs::write(&stderr, "").unwrap();
+        let mut server = SmtpServer {
+            proc: None,
+            port: 0,
+            events,
+            stderr,
+            ca_file,
+            chain_file,
+            key_file,
+            mode,
+            password: password.to_owned(),
+            script,
+            _dir: dir,
+        };
+        server.spawn(0);
+        server
+    }
 
+    /// Starts the process on `port` (0: any free port) and waits for it.
+    fn spawn(&mut self, port: u16) {
+        let (mode, script, stderr) = (self.mode, self.script.clone(), self.stderr.clone());
         let script_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
         let mut cmd = Command::new("python3");
         cmd.arg(&script_path)
-            .args(["--port", "0", "--mode", mode.arg()])
+            .args(["--port", &port.to_string(), "--mode", mode.arg()])
             .arg("--cert")
-            .arg(&chain_file)
+            .arg(&self.chain_file)
             .arg("--key")
-            .arg(&key_file)
+            .arg(&self.key_file)
             .arg("--out")
-            .arg(&events)
+            .arg(&self.events)
             .env("SMTP_USER", USER)
-            .env("SMTP_PASSWORD", password)
+            .env("SMTP_PASSWORD", &self.password)
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap());
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&stderr)
+                    .unwrap(),
+            );
         if let Some(code) = script.fail_rcpt {
             cmd.args(["--fail-rcpt", &code.to_string()]);
         }
@@ -180,14 +210,21 @@ impl SmtpServer {
                     std::fs::read_to_string(&stderr).unwrap_or_default()
                 )
             });
-        SmtpServer {
-            proc: Some(proc),
-            port,
-            events,
-            stderr,
-            ca_file,
-            _dir: dir,
-        }
+        self.proc = Some(proc);
+        self.port = port;
+    }
+
+    /// Kills the server: its port refuses connections until [`resume`].
+    ///
+    /// [`resume`]: SmtpServer::resume
+    pub fn pause(&mut self) {
+        self.proc.take();
+    }
+
+    /// Starts the server again on the same port, keeping what it recorded.
+    pub fn resume(&mut self) {
+        assert!(self.proc.is_none(), "resume of a running server");
+        self.spawn(self.port);
     }
 
     /// The port on 127.0.0.1 (the certificate is for `localhost` and 127.0.0.1).

@@ -96,12 +96,34 @@ pub fn coordinator_bin() -> PathBuf {
 
 /// Starts the coordinator with `config` and waits for its "listening" line.
 pub fn start_coordinator(config: &Path) -> (Proc, SocketAddr, SocketAddr) {
+    start_coordinator_with(config, &[], None)
+}
+
+/// Like [`start_coordinator`], with extra environment variables (secrets) and,
+/// when `log` is given, stderr appended to that file at trace level.
+pub fn start_coordinator_with(
+    config: &Path,
+    envs: &[(&str, &str)],
+    log: Option<&Path>,
+) -> (Proc, SocketAddr, SocketAddr) {
+    let stderr = match log {
+        Some(path) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("opening the coordinator log"),
+        ),
+        None => Stdio::inherit(),
+    };
+    let level = if log.is_some() { "trace" } else { "info" };
     let mut child = Command::new(coordinator_bin())
         .args(["run", "--config"])
         .arg(config)
-        .env("VANTAGE_LOG", "info")
+        .env("VANTAGE_LOG", level)
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("spawning vantage-coordinator");
     let stdout = child.stdout.take().unwrap();
@@ -292,4 +314,105 @@ pub fn write_config(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("vantage.toml");
     std::fs::write(&path, body).unwrap();
     path
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released), for processes that
+/// must come back on the same address after a restart.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain-HTTP target serving `/{check}` for many checks, failing (503) for
+/// the regions it is told to, by the agents' `X-Vantage-Region` header.
+pub struct RegionTarget {
+    pub addr: SocketAddr,
+    failing: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RegionTarget {
+    fn drop(&mut self) {
+        self._task.abort();
+    }
+}
+
+impl RegionTarget {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let failing: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>> =
+            Arc::default();
+        let f = Arc::clone(&failing);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let f = Arc::clone(&f);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        let check = req.uri().path().trim_start_matches('/').to_owned();
+                        let region = req
+                            .headers()
+                            .get("x-vantage-region")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        let fail = f
+                            .lock()
+                            .unwrap()
+                            .get(&check)
+                            .is_some_and(|rs| rs.iter().any(|r| r == &region || r == "*"));
+                        async move {
+                            let mut resp = hyper::Response::new(Full::new(Bytes::from(if fail {
+                                "unavailable\n"
+                            } else {
+                                "ok\n"
+                            })));
+                            if fail {
+                                *resp.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        RegionTarget {
+            addr,
+            failing,
+            _task: task,
+        }
+    }
+
+    /// URL of `check`'s endpoint.
+    pub fn url(&self, check: &str) -> String {
+        format!("http://{}/{check}", self.addr)
+    }
+
+    /// Makes `check` fail in `regions` (`"*"`: all) from now on; empty heals it.
+    pub fn fail(&self, check: &str, regions: &[&str]) {
+        self.failing.lock().unwrap().insert(
+            check.to_owned(),
+            regions.iter().map(|r| (*r).to_owned()).collect(),
+        );
+    }
+}
+
+/// Percentile `p` (0..=100) of `values` (nearest rank).
+pub fn percentile(values: &[Duration], p: f64) -> Duration {
+    let mut v = values.to_vec();
+    v.sort();
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    v[rank.min(v.len()) - 1]
 }
