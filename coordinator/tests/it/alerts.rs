@@ -473,3 +473,159 @@ timeout = "1s"
         .contains("[FIRING] web: down"));
     assert_no_canary(&log, &[password, "CANARY-SLACK-429"]);
 }
+
+/// POSTs JSON to the API; returns status and body.
+async fn http_post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    method: &str,
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn hook_events(hook: &SlackReceiver) -> Vec<(String, String, String)> {
+    hook.messages()
+        .iter()
+        .map(|m| {
+            let s = |k: &str| m.body[k].as_str().unwrap_or_default().to_owned();
+            (s("kind"), s("subject"), s("rule"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_agent_is_agent_down_not_a_target_alert_and_a_broken_channel_is_reported() {
+    agent_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let target = RegionTarget::start().await;
+    let slack = SlackReceiver::start().await;
+    slack.script([Canned::status(404, "channel_not_found")]);
+    let hook = SlackReceiver::start_with(Contract::Json, None).await;
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"version = 1
+
+[server]
+grpc_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+data_dir = "data"
+window = "2s"
+
+[alerting]
+eval_interval = "2s"
+agent_down_after = "10s"
+
+[[channel]]
+name = "slack"
+kind = "slack"
+webhook_url = {{ env = "VANTAGE_TEST_SLACK_URL" }}
+
+[[channel]]
+name = "hook"
+kind = "webhook"
+url = {{ env = "VANTAGE_TEST_HOOK_URL" }}
+
+[[check]]
+name = "web"
+kind = "http"
+url = "{}"
+regions = ["eu", "us"]
+interval = "2s"
+timeout = "1s"
+"#,
+            target.url("web")
+        ),
+    );
+    let slack_url = slack.url("/services/T3/B3/CANARY-SLACK-404");
+    let hook_url = hook.url("/hook");
+    let log = dir.path().join("coordinator.log");
+    let (_coord, grpc, http) = start_coordinator_with(
+        &config,
+        &[
+            ("VANTAGE_TEST_SLACK_URL", &slack_url),
+            ("VANTAGE_TEST_HOOK_URL", &hook_url),
+        ],
+        Some(&log),
+    );
+    let _eu = start_agent(grpc, "eu", "agent-eu");
+    let us = start_agent(grpc, "us", "agent-us");
+    wait_for_data(http, &["web"], &["eu", "us"]).await;
+
+    // Silences: validated, listed, removed.
+    let (status, body) = http_post(http, "/api/v1/silences", "POST", r#"{"comment":"x"}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("exactly one of ends_at and duration"),
+        "{body}"
+    );
+    let (status, body) = http_post(
+        http,
+        "/api/v1/silences",
+        "POST",
+        r#"{"subject":"nothing-here","duration":"1h","comment":"maintenance"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let alerts = get_json(http, "/api/v1/alerts").await;
+    assert_eq!(alerts["silences"][0]["subject"], "nothing-here", "{alerts}");
+    let path = format!("/api/v1/silences/{id}");
+    assert_eq!(http_post(http, &path, "DELETE", "").await.0, 204);
+    assert_eq!(http_post(http, &path, "DELETE", "").await.0, 404);
+
+    // The us agent dies: agent_down, and no alert about the target.
+    drop(us);
+    wait_until(
+        Duration::from_secs(60),
+        "agent_down and channel_failed on the hook",
+        || {
+            let ev = hook_events(&hook);
+            ev.contains(&("firing".into(), "agent-us".into(), "agent_down".into()))
+                && ev.contains(&("firing".into(), "slack".into(), "channel_failed".into()))
+        },
+    )
+    .await;
+    let alerts = get_json(http, "/api/v1/alerts").await;
+    let failed: Vec<&Value> = alerts["outbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["channel"] == "slack" && e["state"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{alerts}");
+    assert!(
+        failed[0]["last_error"].as_str().unwrap().contains("404"),
+        "{alerts}"
+    );
+    assert_eq!(slack.requests(), 1, "a permanent refusal is not retried");
+
+    // It comes back: agent_down resolves; the target never alerted.
+    let _us = start_agent(grpc, "us", "agent-us");
+    wait_until(Duration::from_secs(60), "agent_down resolved", || {
+        hook_events(&hook).contains(&("resolved".into(), "agent-us".into(), "agent_down".into()))
+    })
+    .await;
+    let ev = hook_events(&hook);
+    assert!(!ev.iter().any(|(_, subject, _)| subject == "web"), "{ev:?}");
+    assert_eq!(ev.len(), 3, "{ev:?}");
+    assert_no_canary(&log, &["CANARY-SLACK-404"]);
+}
