@@ -545,14 +545,37 @@ url = {{ env = "VANTAGE_TEST_HOOK_URL" }}
 [[check]]
 name = "web"
 kind = "http"
-url = "{}"
+url = "{web}"
 regions = ["eu", "us"]
 interval = "2s"
 timeout = "1s"
+
+[[check]]
+name = "maint"
+kind = "http"
+url = "{maint}"
+regions = ["eu", "us"]
+interval = "2s"
+timeout = "1s"
+
+[[maintenance]]
+checks = ["maint"]
+start = "{start}"
+end = "{end}"
+comment = "planned work"
 "#,
-            target.url("web")
+            web = target.url("web"),
+            maint = target.url("maint"),
+            start = humantime::format_rfc3339_seconds(
+                std::time::SystemTime::now() - Duration::from_secs(3600)
+            ),
+            end = humantime::format_rfc3339_seconds(
+                std::time::SystemTime::now() + Duration::from_secs(3600)
+            ),
         ),
     );
+    // Down for the whole test, but inside its maintenance window.
+    target.fail("maint", &["*"]);
     let slack_url = slack.url("/services/T3/B3/CANARY-SLACK-404");
     let hook_url = hook.url("/hook");
     let log = dir.path().join("coordinator.log");
@@ -566,7 +589,7 @@ timeout = "1s"
     );
     let _eu = start_agent(grpc, "eu", "agent-eu");
     let us = start_agent(grpc, "us", "agent-us");
-    wait_for_data(http, &["web"], &["eu", "us"]).await;
+    wait_for_data(http, &["web", "maint"], &["eu", "us"]).await;
 
     // Silences: validated, listed, removed.
     let (status, body) = http_post(http, "/api/v1/silences", "POST", r#"{"comment":"x"}"#).await;
@@ -626,6 +649,22 @@ timeout = "1s"
     .await;
     let ev = hook_events(&hook);
     assert!(!ev.iter().any(|(_, subject, _)| subject == "web"), "{ev:?}");
+    // The check in maintenance fires but notifies no one.
+    assert!(
+        !ev.iter().any(|(_, subject, _)| subject == "maint"),
+        "{ev:?}"
+    );
     assert_eq!(ev.len(), 3, "{ev:?}");
+    let alerts = get_json(http, "/api/v1/alerts").await;
+    let maint = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["subject"] == "maint" && a["rule"] == "down")
+        .unwrap_or_else(|| panic!("maint is not firing: {alerts}"));
+    assert_eq!(
+        (maint["status"].as_str(), maint["notified"].as_bool()),
+        (Some("firing"), Some(false))
+    );
     assert_no_canary(&log, &["CANARY-SLACK-404"]);
 }
