@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -25,6 +25,7 @@ use vantage_proto::v1::{
 use vantage_proto::{histogram, is_valid_name};
 
 use crate::config::Config;
+use crate::now_ms;
 use crate::store::{IngestOutcome, Store, StoreError};
 
 /// How long a new session may take to send `Hello`.
@@ -121,13 +122,6 @@ pub struct Fleet {
     next_session: AtomicU64,
     assignment_version: AtomicU64,
     ingested: tokio::sync::Notify,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// FNV-1a, 64 bit: a stable hash for rendezvous placement, so assignments do not

@@ -45,6 +45,15 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 /// Time allowed for in-flight work after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// The current time as unix milliseconds (0 before 1970, saturating far in
+/// the future): the one clock reading used for windows, alerts and the API.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Addresses the coordinator actually bound (useful with port 0).
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {

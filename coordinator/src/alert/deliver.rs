@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::now_ms;
 use super::store::{AlertStore, EntryState, OutboxEntry};
 use super::{Channel, Delivery, Notification, NotificationKind, Severity};
+use crate::now_ms;
 use crate::store::StoreError;
 
 /// Rule name of the meta-alert raised when a channel refuses for good

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,7 @@ use super::{Notification, NotificationKind, RegionValue, Severity};
 use crate::config::{CheckConfig, Config, RuleSpec};
 use crate::eval::{self, Merged};
 use crate::fleet::Fleet;
+use crate::now_ms;
 use crate::store::{Store, StoreError};
 
 /// Rule name of the agent liveness alert (contract).
@@ -38,14 +39,6 @@ pub const AGENT_DOWN: &str = "agent_down";
 /// After new results arrive, evaluation waits this long for more, so a burst
 /// of batches is evaluated once.
 const INGEST_DEBOUNCE: Duration = Duration::from_millis(300);
-
-/// Current unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

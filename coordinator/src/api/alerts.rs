@@ -15,9 +15,9 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
-use crate::alert::engine::now_ms;
 use crate::alert::lifecycle::AlertRecord;
 use crate::alert::store::{EntryState, Silence};
+use crate::now_ms;
 
 /// Longest silence accepted.
 pub const MAX_SILENCE: Duration = Duration::from_secs(90 * 24 * 3600);

@@ -12,7 +12,7 @@
 //! `?window=5m` (default 5 m, at most 24 h) selects the sliding window.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -171,11 +171,7 @@ fn view(
     window: Duration,
     with_phases: bool,
 ) -> Result<CheckView, ApiError> {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let since = now_ms - window.as_millis() as i64;
+    let since = crate::now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
     let windows = st
         .store
         .windows_since(&c.check.name, since)
