@@ -549,7 +549,7 @@ async fn read_body(mut body: Incoming, needle: Option<&[u8]>) -> Result<BodyRead
 }
 
 /// Searches a needle in a body that arrives in chunks.
-struct Finder<'n> {
+pub(crate) struct Finder<'n> {
     needle: &'n [u8],
     /// The end of what was seen, kept so that a needle split across two
     /// chunks is found: at most `needle.len() - 1` bytes.
@@ -557,7 +557,7 @@ struct Finder<'n> {
 }
 
 impl<'n> Finder<'n> {
-    fn new(needle: &'n [u8]) -> Self {
+    pub(crate) fn new(needle: &'n [u8]) -> Self {
         Finder {
             needle,
             tail: Vec::new(),
@@ -566,7 +566,7 @@ impl<'n> Finder<'n> {
 
     /// Adds a chunk; whether the needle has now been seen. An empty needle is
     /// found at once.
-    fn push(&mut self, chunk: &[u8]) -> bool {
+    pub(crate) fn push(&mut self, chunk: &[u8]) -> bool {
         let n = self.needle.len();
         if n == 0 {
             return true;
