@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{micros, Outcome, Prepared, VuClient};
 use super::file::{Executor, Scenario, Stage};
-use super::metrics::{record, Shards};
+use super::metrics::{record, record_corrected, Shards};
 
 /// How often an idle `ramping-vus` VU looks at the target again: small
 /// against a stage, large enough that 1000 idle VUs cost little.
@@ -89,6 +89,16 @@ impl RateCap {
     }
 }
 
+/// When an open-model iteration should have started.
+#[derive(Debug, Clone, Copy)]
+struct Intended {
+    /// The scheduled start.
+    at: Instant,
+    /// µs between iterations of one VU at the current rate with the whole
+    /// pool busy (`maxVUs / rate`), for [`record_corrected`].
+    vu_interval: u64,
+}
+
 /// A VU: its number, its connections and its permit.
 struct Vu {
     index: usize,
@@ -114,10 +124,11 @@ impl ScenarioRun {
     }
 
     /// One iteration: every request in order. `intended` is the scheduled
-    /// start for open-model executors.
-    async fn iteration(&self, engine: &Engine, vu: &mut Vu, intended: Option<Instant>) {
+    /// start and the per-VU interval (µs) for open-model executors.
+    async fn iteration(&self, engine: &Engine, vu: &mut Vu, intended: Option<Intended>) {
         let start = Instant::now();
-        let delay = intended.map_or(0, |i| micros(start.saturating_duration_since(i)));
+        let delay = intended.map_or(0, |i| micros(start.saturating_duration_since(i.at)));
+        let interval = intended.map_or(0, |i| i.vu_interval);
         for req in self.requests.iter() {
             engine.rate.acquire().await;
             let (outcome, t) = vu.client.send(req).await;
@@ -134,7 +145,7 @@ impl ScenarioRun {
                     body_matched,
                 } => {
                     record(&mut s.duration, t.duration);
-                    record(&mut s.duration_corrected, t.duration + delay);
+                    record_corrected(&mut s.duration_corrected, t.duration + delay, interval);
                     record(&mut s.waiting, t.waiting);
                     s.bytes_received += bytes;
                     if status >= 400 {
@@ -170,7 +181,7 @@ impl ScenarioRun {
         engine: &Engine,
         hard: &CancellationToken,
         vu: &mut Vu,
-        intended: Option<Instant>,
+        intended: Option<Intended>,
     ) {
         tokio::select! {
             _ = hard.cancelled() => {}
@@ -423,6 +434,17 @@ impl Due {
         }
     }
 
+    /// µs between two iterations of one VU at the rate at `t` when all of
+    /// `max_vus` are busy; 0 when the rate is 0.
+    pub fn vu_interval(&self, t: Duration, max_vus: u64) -> u64 {
+        let step = Duration::from_millis(10);
+        let per_sec = (self.cumulative(t + step) - self.cumulative(t)) / step.as_secs_f64();
+        if per_sec <= 0.0 {
+            return 0;
+        }
+        (max_vus as f64 * 1e6 / per_sec) as u64
+    }
+
     /// Intended time of iteration `k` (binary search on [`Self::cumulative`]).
     pub fn time_of(&self, k: u64) -> Duration {
         if k == 0 {
@@ -455,12 +477,12 @@ async fn open(
     // VUs hand their index back here when an iteration ends; at most
     // `max_vus` are outstanding, so a send never waits.
     let (free_tx, mut free_rx) = mpsc::channel::<usize>(max_vus.max(1) as usize);
-    let mut senders: Vec<mpsc::Sender<Instant>> = Vec::new();
+    let mut senders: Vec<mpsc::Sender<Intended>> = Vec::new();
     let mut idle: Vec<usize> = Vec::new();
     let mut set = JoinSet::new();
-    let spawn = |index: usize, set: &mut JoinSet<()>| -> Option<mpsc::Sender<Instant>> {
+    let spawn = |index: usize, set: &mut JoinSet<()>| -> Option<mpsc::Sender<Intended>> {
         let mut vu = sc.new_vu(engine, index)?;
-        let (tx, mut rx) = mpsc::channel::<Instant>(1);
+        let (tx, mut rx) = mpsc::channel::<Intended>(1);
         let (sc, engine, hard, free_tx) = (
             Arc::clone(sc),
             Arc::clone(engine),
@@ -492,6 +514,7 @@ async fn open(
     let mut dropped = 0u64;
     while k < total && !hard.is_cancelled() {
         let now = start.elapsed();
+        let vu_interval = due.vu_interval(now, max_vus);
         while k < total {
             let at = due.time_of(k);
             if at > now {
@@ -511,7 +534,11 @@ async fn open(
                 },
                 None => None,
             };
-            match vu.and_then(|i| senders[i].try_send(start + at).ok()) {
+            let intended = Intended {
+                at: start + at,
+                vu_interval,
+            };
+            match vu.and_then(|i| senders[i].try_send(intended).ok()) {
                 Some(()) => {}
                 None => dropped += 1,
             }
