@@ -774,3 +774,195 @@ fn check_caps(cx: &mut Ctx<'_>, options: &Options, scenarios: &[Located]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQUEST: &str = "[[scenario.request]]\nurl = \"http://127.0.0.1:8080/\"\n";
+
+    fn parse_ok(text: &str) -> LoadPlan {
+        parse(text, Path::new("t.toml"), &AllowedHosts::default()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text, Path::new("t.toml"), &AllowedHosts::default()) {
+            Ok(_) => panic!("parsed: {text}"),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn scenario(keys: &str) -> String {
+        format!("[[scenario]]\nname = \"api\"\n{keys}\n{REQUEST}")
+    }
+
+    #[test]
+    fn the_readme_example_parses() {
+        let text = r#"
+[options]
+max_vus = 1000
+max_rate = 100000
+
+[[scenario]]
+name = "api"
+executor = "constant-arrival-rate"
+rate = 5000
+timeUnit = "1s"
+duration = "30s"
+preAllocatedVUs = 50
+maxVUs = 200
+[[scenario.request]]
+method = "GET"
+url = "http://127.0.0.1:8080/"
+headers = { Accept = "application/json" }
+body = ""
+checks = { status = 200, body_contains = "ok" }
+
+[thresholds]
+http_req_duration = ["p(95)<500", { threshold = "p(99)<1500", abort_on_fail = true, delay_abort_eval = "5s" }]
+http_req_failed = ["rate<0.01"]
+checks = ["rate>0.99"]
+http_req_waiting = ["p(95)<400"]
+iterations = ["count>100"]
+http_reqs = ["rate>4000"]
+"#;
+        let plan = parse_ok(text);
+        assert_eq!(
+            plan.scenarios[0].executor,
+            Executor::ConstantArrivalRate {
+                rate: 5000,
+                time_unit: Duration::from_secs(1),
+                duration: Duration::from_secs(30),
+                pre_allocated_vus: 50,
+                max_vus: 200
+            }
+        );
+        assert_eq!(plan.scenarios[0].graceful_stop, DEFAULT_GRACEFUL_STOP);
+        let req = &plan.scenarios[0].requests[0];
+        assert_eq!(req.check_status, Some(200));
+        assert_eq!(req.check_body.as_deref(), Some("ok"));
+        assert_eq!(req.headers[0].0, "accept");
+        assert_eq!(plan.thresholds.len(), 7);
+        assert!(plan.thresholds[1].abort_on_fail);
+        assert_eq!(plan.thresholds[1].delay_abort_eval, Duration::from_secs(5));
+        assert_eq!(plan.thresholds[6].threshold.value, 4000.0);
+    }
+
+    #[test]
+    fn every_executor_with_its_defaults() {
+        let cases = [
+            ("executor = \"constant-vus\"\nduration = \"5s\"", Executor::ConstantVus { vus: 1, duration: Duration::from_secs(5) }),
+            (
+                "executor = \"ramping-vus\"\nstages = [{ duration = \"1s\", target = 3 }]\ngracefulRampDown = \"1s\"",
+                Executor::RampingVus { start_vus: 1, stages: vec![Stage { duration: Duration::from_secs(1), target: 3 }] },
+            ),
+            ("executor = \"per-vu-iterations\"", Executor::PerVuIterations { vus: 1, iterations: 1, max_duration: DEFAULT_MAX_DURATION }),
+            (
+                "executor = \"shared-iterations\"\nvus = 2\niterations = 9\nmaxDuration = \"1m\"",
+                Executor::SharedIterations { vus: 2, iterations: 9, max_duration: Duration::from_secs(60) },
+            ),
+            (
+                "executor = \"ramping-arrival-rate\"\nstartRate = 5\ntimeUnit = \"1m\"\npreAllocatedVUs = 2\nstages = [{ duration = \"10s\", target = 50 }]",
+                Executor::RampingArrivalRate {
+                    start_rate: 5,
+                    time_unit: Duration::from_secs(60),
+                    stages: vec![Stage { duration: Duration::from_secs(10), target: 50 }],
+                    pre_allocated_vus: 2,
+                    max_vus: 2,
+                },
+            ),
+        ];
+        for (keys, want) in cases {
+            let text =
+                format!("[[scenario]]\nname = \"api\"\n{keys}\nstartTime = \"2s\"\n{REQUEST}");
+            let plan = parse_ok(&text);
+            assert_eq!(plan.scenarios[0].executor, want, "{keys}");
+            assert_eq!(plan.scenarios[0].start_time, Duration::from_secs(2));
+        }
+    }
+
+    #[test]
+    fn errors_name_the_position_the_key_and_the_fix() {
+        let cases: Vec<(String, Vec<&str>)> = vec![
+            (
+                scenario("executor = \"constant-vu\"\nduration = \"1s\""),
+                vec!["t.toml:3:1: scenario[0].executor: unknown executor \"constant-vu\", did you mean \"constant-vus\"?"],
+            ),
+            (
+                scenario("executor = \"constant-vus\"\nduration = \"1s\"\nrate = 5"),
+                vec!["t.toml:5:1: scenario[0].rate: `rate` does not apply to executor \"constant-vus\""],
+            ),
+            (
+                scenario("executor = \"constant-vus\"\nduraton = \"1s\""),
+                vec![
+                    "t.toml:1:1: scenario[0].duration: missing required key `duration`",
+                    "t.toml:4:1: scenario[0].duraton: unknown key `duraton`, did you mean `duration`?",
+                ],
+            ),
+            (
+                scenario("executor = \"constant-vus\"\nvus = 2000\nduration = \"1s\""),
+                vec!["t.toml:1:1: scenario.api: needs up to 2000 VUs over all scenarios, above the max_vus cap of 1000 (options.max_vus; the cap can only be lowered)"],
+            ),
+            (
+                format!("[options]\nmax_rate = 100\n{}", scenario("executor = \"constant-arrival-rate\"\nrate = 10\ntimeUnit = \"50ms\"\nduration = \"1s\"\npreAllocatedVUs = 1")),
+                vec!["t.toml:3:1: scenario.api: schedules up to 200 iterations per second over all scenarios, above the max_rate cap of 100 (options.max_rate; the cap can only be lowered)"],
+            ),
+            (
+                "[options]\nmax_vus = 5000\n".to_owned() + &scenario("executor = \"per-vu-iterations\""),
+                vec!["t.toml:2:1: options.max_vus: 5000 is out of range: expected an integer from 1 to 1000 (a VU count)"],
+            ),
+            (
+                scenario("executor = \"constant-arrival-rate\"\nrate = 10\nduration = \"1s\"\npreAllocatedVUs = 10\nmaxVUs = 5"),
+                vec!["t.toml:1:1: scenario[0].maxVUs: maxVUs (5) must be at least preAllocatedVUs (10)"],
+            ),
+            (
+                scenario("executor = \"shared-iterations\"\nvus = 10\niterations = 5"),
+                vec!["t.toml:1:1: scenario[0].iterations: shared-iterations needs iterations >= vus (k6), got 5 iterations for 10 VUs"],
+            ),
+            (
+                scenario("executor = \"constant-vus\"\nduration = \"soon\""),
+                vec!["t.toml:4:1: scenario[0].duration: \"soon\" is not a duration: use a whole number and a unit (ms, s, m or h), like \"500ms\", \"30s\" or \"1h30m\""],
+            ),
+            (
+                scenario("executor = \"per-vu-iterations\"") + "[thresholds]\nchecks = [\"p(95)<1\"]\nhttp_reqs = [\"avg<3\"]\nhttp_req_failed = [\"rate<5\"]\nhttp_req_duraton = [\"p(95)<1\"]\n",
+                vec![
+                    "t.toml:7:11: thresholds.checks[0]: \"p(95)<1\": `p(95)` does not apply to checks, a rate: use rate (0..1)",
+                    "t.toml:8:14: thresholds.http_reqs[0]: \"avg<3\": `avg` does not apply to http_reqs, a counter: use count or rate (per second)",
+                    "t.toml:9:20: thresholds.http_req_failed[0]: \"rate<5\": rate of http_req_failed is a fraction between 0 and 1 (0.01 = 1 %), got 5",
+                    "t.toml:10:1: thresholds.http_req_duraton: unknown metric `http_req_duraton`, did you mean `http_req_duration`?",
+                ],
+            ),
+            (
+                "[[scenario]]\nname = \"api\"\nexecutor = \"per-vu-iterations\"\n[[scenario.request]]\nurl = \"ftp://127.0.0.1/\"\nchecks = { status = 999, body = \"x\" }\n".to_owned(),
+                vec![
+                    "t.toml:5:1: scenario[0].request[0].url: scheme \"ftp\" is not supported; use http or https",
+                    "t.toml:6:12: scenario[0].request[0].checks.status: 999 is out of range: expected an integer from 100 to 599 (an HTTP status)",
+                    "t.toml:6:26: scenario[0].request[0].checks.body: unknown key `body`: accepted keys are status, body_contains",
+                ],
+            ),
+            ("[options]\n".to_owned(), vec!["t.toml:1:1: scenario: a load file needs at least one [[scenario]]"]),
+        ];
+        for (text, want) in cases {
+            assert_eq!(errors(&text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let e = errors("[[scenario]]\nname = \n");
+        assert!(e[0].starts_with("t.toml:2:"), "{e:?}");
+        assert!(e[0].contains("invalid TOML"), "{e:?}");
+    }
+
+    #[test]
+    fn allowed_hosts_are_checked_at_the_url() {
+        let text =
+            scenario("executor = \"per-vu-iterations\"").replace("127.0.0.1:8080", "example.com");
+        assert_eq!(
+            errors(&text),
+            ["t.toml:5:1: scenario[0].request[0].url: host \"example.com\" is not allowed for load: only loopback is by default; add `--allow-host example.com` (or VANTAGE_LOAD_ALLOWED_HOSTS) if you own it"]
+        );
+        let allowed = AllowedHosts::new(["example.com"]);
+        assert!(parse(&text, Path::new("t.toml"), &allowed).is_ok());
+    }
+}
