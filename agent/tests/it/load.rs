@@ -113,7 +113,11 @@ async fn load(toml: &str, args: &[&str]) -> Run {
         .arg(&file)
         .arg("--out")
         .arg(format!("json={}", json.display()))
-        .args(["--threads", "2"])
+        .args(if args.contains(&"--threads") {
+            &[][..]
+        } else {
+            &["--threads", "2"][..]
+        })
         .args(args)
         .env_remove("VANTAGE_LOAD_ALLOWED_HOSTS")
         .kill_on_drop(true);
@@ -415,5 +419,62 @@ async fn a_bad_load_file_exits_2_with_positions() {
     assert!(
         stderr.contains("load.toml:1:1: scenario[0].duration: missing required key `duration`"),
         "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ramping_arrival_rate_follows_the_integral_of_the_stages() {
+    let t = target(None).await;
+    // 0 → 200/s over 1 s (100 iterations), then 200/s for 1 s (200).
+    let file = scenario(
+        "executor = \"ramping-arrival-rate\"\nstartRate = 0\npreAllocatedVUs = 5\nmaxVUs = 50\nstages = [{ duration = \"1s\", target = 200 }, { duration = \"1s\", target = 200 }]",
+        &t.url("/"),
+    );
+    let run = load(&file, &["--quiet"]).await;
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(t.hits(), 300);
+    assert_eq!(run.metric("dropped_iterations")["count"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_caps_only_lower_the_file_caps() {
+    let t = target(None).await;
+    let file = scenario(
+        "executor = \"per-vu-iterations\"\nvus = 20\niterations = 1",
+        &t.url("/"),
+    );
+    let run = load(&file, &["--quiet", "--max-vus", "10"]).await;
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(
+        run.stderr().contains("above the max_vus cap of 10"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(t.hits(), 0);
+    // A higher CLI value does not raise the file's cap.
+    let capped = format!("[options]\nmax_vus = 5\n{file}");
+    let run = load(&capped, &["--quiet", "--max-vus", "100"]).await;
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(
+        run.stderr().contains("above the max_vus cap of 5"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_rate_paces_a_closed_model_run() {
+    let t = target(None).await;
+    // Four VUs would send thousands of requests in 1 s; the cap allows ~100.
+    let file = scenario(
+        "executor = \"constant-vus\"\nvus = 4\nduration = \"1s\"",
+        &t.url("/"),
+    );
+    let run = load(&file, &["--quiet", "--max-rate", "100", "--threads", "1"]).await;
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert!(
+        (90..=115).contains(&t.hits()),
+        "{} requests at a 100/s cap",
+        t.hits()
     );
 }
