@@ -1,9 +1,13 @@
 //! The load HTTP client: one persistent HTTP/1.1 keep-alive connection per VU
 //! and origin, on hyper's low-level `client::conn::http1` (no pool, no
-//! locks), reconnecting when the server closes it. Each request is timed in
+//! locks), reconnecting when the server closes it. The connection future is
+//! polled inside the VU's own task, next to the request (no connection task,
+//! so no cross-task wake-up per request). Each request is timed in
 //! k6's phases: connecting, TLS handshaking, waiting (to the first response
 //! byte) and duration (send to last body byte).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -161,11 +165,37 @@ pub enum Outcome {
     Failed,
 }
 
+/// A connection's I/O future: it ends when the connection closes.
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// One open connection.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    /// `None` once the connection has ended.
+    driver: Option<Driver>,
+}
+
+/// Runs `fut` while polling the connection `driver`, so its I/O progresses
+/// in this task; a finished driver is dropped and `fut` is awaited alone
+/// (it then fails, the connection being gone).
+async fn drive<F: Future>(driver: &mut Option<Driver>, fut: F) -> F::Output {
+    tokio::pin!(fut);
+    loop {
+        let Some(d) = driver.as_mut() else {
+            return fut.await;
+        };
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = d.as_mut() => *driver = None,
+        }
+    }
+}
+
 /// The connections of one VU, one per origin.
 pub struct VuClient {
     origins: Arc<[Origin]>,
     tls: Option<Arc<ClientConfig>>,
-    conns: Vec<Option<SendRequest<Full<Bytes>>>>,
+    conns: Vec<Option<Conn>>,
 }
 
 impl VuClient {
@@ -191,7 +221,7 @@ impl VuClient {
         .map_err(drop)?;
         let _ = tcp.set_nodelay(true);
         t.connecting = micros(start.elapsed());
-        let sender = if origin.tls {
+        let conn = if origin.tls {
             let tls = self.tls.clone().ok_or(())?;
             let name = ServerName::try_from(origin.host.clone()).map_err(drop)?;
             let hs = Instant::now();
@@ -207,7 +237,7 @@ impl VuClient {
         } else {
             handshake(tcp).await?
         };
-        self.conns[index] = Some(sender);
+        self.conns[index] = Some(conn);
         Ok(())
     }
 
@@ -216,7 +246,7 @@ impl VuClient {
         let mut t = Timings::default();
         for attempt in 0..2 {
             let reused = match &self.conns[req.origin] {
-                Some(s) if !s.is_closed() => true,
+                Some(c) if c.driver.is_some() => true,
                 _ => {
                     if self.connect(req.origin, &mut t).await.is_err() {
                         self.conns[req.origin] = None;
@@ -225,10 +255,10 @@ impl VuClient {
                     false
                 }
             };
-            let Some(sender) = self.conns[req.origin].as_mut() else {
+            let Some(Conn { sender, driver }) = self.conns[req.origin].as_mut() else {
                 return (Outcome::ConnectFailed, t);
             };
-            if sender.ready().await.is_err() {
+            if drive(driver, sender.ready()).await.is_err() {
                 self.conns[req.origin] = None;
                 continue;
             }
@@ -237,7 +267,7 @@ impl VuClient {
             *request.uri_mut() = req.uri.clone();
             *request.headers_mut() = req.headers.clone();
             let sent = Instant::now();
-            let result = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            let exchange = async {
                 let resp = sender.send_request(request).await?;
                 let waiting = sent.elapsed();
                 let status = resp.status().as_u16();
@@ -254,8 +284,8 @@ impl VuClient {
                     }
                 }
                 Ok::<_, hyper::Error>((status, bytes, waiting, finder.map(|_| found)))
-            })
-            .await;
+            };
+            let result = tokio::time::timeout(REQUEST_TIMEOUT, drive(driver, exchange)).await;
             t.duration = micros(sent.elapsed());
             match result {
                 Ok(Ok((status, bytes, waiting, body_matched))) => {
@@ -289,7 +319,7 @@ impl VuClient {
     }
 }
 
-async fn handshake<IO>(io: IO) -> Result<SendRequest<Full<Bytes>>, ()>
+async fn handshake<IO>(io: IO) -> Result<Conn, ()>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -297,12 +327,10 @@ where
         .await
         .map_err(drop)?
         .map_err(drop)?;
-    // The connection task ends when the server closes the connection or the
-    // VU drops its sender.
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+    Ok(Conn {
+        sender,
+        driver: Some(Box::pin(conn)),
+    })
 }
 
 /// `d` in whole µs, saturating.
