@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -31,6 +31,12 @@ impl Target {
 }
 
 async fn target(stall_at: Option<u64>) -> Target {
+    serve(stall_at, true).await
+}
+
+/// A target that closes every connection after one response when
+/// `keep_alive` is false.
+async fn serve(stall_at: Option<u64>, keep_alive: bool) -> Target {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicU64::new(0));
@@ -61,7 +67,8 @@ async fn target(stall_at: Option<u64>) -> Target {
                         }
                     },
                 );
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(keep_alive)
                     .serve_connection(TokioIo::new(tcp), svc)
                     .await;
             });
@@ -161,6 +168,9 @@ async fn shared_iterations_send_exactly_the_iterations() {
     assert_eq!(run.metric("iterations")["count"], 200);
     assert_eq!(run.metric("checks")["passes"], 400);
     assert_eq!(run.summary()["scenarios"][0]["vus_max"], 10);
+    // Keep-alive: all but the first request of each VU reuse the connection
+    // (0, recorded as 1 µs).
+    assert_eq!(run.metric("http_req_connecting")["p90"], 0.001);
     let stdout = run.stdout();
     assert!(stdout.contains("http_req_duration"), "{stdout}");
     assert!(stdout.contains("100.00% ✓ 400 ✗ 0"), "{stdout}");
@@ -477,4 +487,20 @@ async fn max_rate_paces_a_closed_model_run() {
         "{} requests at a 100/s cap",
         t.hits()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vus_reconnect_when_the_server_closes_the_connection() {
+    let t = serve(None, false).await;
+    let file = scenario(
+        "executor = \"shared-iterations\"\nvus = 2\niterations = 50",
+        &t.url("/"),
+    );
+    let run = load(&file, &["--quiet"]).await;
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(t.hits(), 50);
+    assert_eq!(run.metric("http_req_failed")["passes"], 0);
+    // Every request opened a connection: no 0 (reused, recorded as 1 µs).
+    let min = run.metric("http_req_connecting")["min"].as_f64().unwrap();
+    assert!(min > 0.001, "connecting min {min} ms");
 }
