@@ -464,6 +464,13 @@ impl Due {
     }
 }
 
+/// Longest the dispatcher thread sleeps at once, so an abort is seen quickly.
+const DISPATCH_MAX_SLEEP: Duration = Duration::from_millis(20);
+
+/// Runs an arrival-rate schedule. The dispatcher is a blocking thread that
+/// sleeps with the OS timer (tens of µs late) rather than tokio's 1 ms
+/// timer wheel, so the corrected latency does not include up to 1 ms of
+/// timer slack; VUs run on the runtime.
 #[allow(clippy::too_many_arguments)]
 async fn open(
     sc: &Arc<ScenarioRun>,
@@ -474,6 +481,29 @@ async fn open(
     pre_allocated: u64,
     max_vus: u64,
 ) {
+    let handle = tokio::runtime::Handle::current();
+    let (sc, engine, hard) = (Arc::clone(sc), Arc::clone(engine), hard.clone());
+    let dispatcher = tokio::task::spawn_blocking(move || {
+        let _runtime = handle.enter();
+        dispatch(&sc, &engine, &hard, start, &due, pre_allocated, max_vus)
+    });
+    if let Ok(mut set) = dispatcher.await {
+        while set.join_next().await.is_some() {}
+    }
+}
+
+/// The dispatcher loop (on a blocking thread inside the runtime context);
+/// returns the VU tasks, which end after their current iteration.
+#[allow(clippy::too_many_arguments)]
+fn dispatch(
+    sc: &Arc<ScenarioRun>,
+    engine: &Arc<Engine>,
+    hard: &CancellationToken,
+    start: Instant,
+    due: &Due,
+    pre_allocated: u64,
+    max_vus: u64,
+) -> JoinSet<()> {
     // VUs hand their index back here when an iteration ends; at most
     // `max_vus` are outstanding, so a send never waits.
     let (free_tx, mut free_rx) = mpsc::channel::<usize>(max_vus.max(1) as usize);
@@ -550,16 +580,13 @@ async fn open(
         }
         if k < total {
             let next = start + due.time_of(k);
-            tokio::select! {
-                _ = hard.cancelled() => break,
-                _ = tokio::time::sleep_until(next) => {}
-            }
+            let wait = next.saturating_duration_since(Instant::now());
+            std::thread::sleep(wait.min(DISPATCH_MAX_SLEEP));
         }
     }
-    // No more iterations: VUs end after their current one.
-    drop(senders);
-    drop(free_rx);
-    while set.join_next().await.is_some() {}
+    // No more iterations: dropping the senders ends each VU after its
+    // current one.
+    set
 }
 
 #[cfg(test)]
