@@ -84,9 +84,11 @@ pub struct Report {
     pub aborted: bool,
 }
 
-/// Per-scenario totals kept by the collector.
+/// Per-scenario state of the collector: the interval histograms (for the
+/// per-scenario NDJSON lines) and the run's counts. Run-wide histograms are
+/// kept once, over all scenarios, to keep memory small.
 struct Totals {
-    total: Stats,
+    total: output::ScenarioCounts,
     interval: Stats,
 }
 
@@ -167,7 +169,7 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
     let mut totals: Vec<Totals> = runs
         .iter()
         .map(|_| Totals {
-            total: Stats::default(),
+            total: output::ScenarioCounts::default(),
             interval: Stats::default(),
         })
         .collect();
@@ -199,7 +201,7 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
         for (sc, t) in runs.iter().zip(totals.iter_mut()) {
             t.interval.reset();
             sc.shards.drain_into(&mut t.interval);
-            t.total.merge(&t.interval);
+            t.total.add(&t.interval);
             merged_interval.merge(&t.interval);
             let vus = sc.vus.load(Ordering::Relaxed);
             out.interval(second, interval_len, &sc.scenario.name, &t.interval, vus)
@@ -232,12 +234,12 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
     engine.abort.cancel();
     while set.join_next().await.is_some() {}
     // Whatever was recorded after the last fold.
-    let mut rest = Stats::default();
+    let rest = &mut merged_interval;
     for (sc, t) in runs.iter().zip(totals.iter_mut()) {
         rest.reset();
-        sc.shards.drain_into(&mut rest);
-        t.total.merge(&rest);
-        all.merge(&rest);
+        sc.shards.drain_into(rest);
+        t.total.add(rest);
+        all.merge(rest);
     }
     let elapsed = start.elapsed();
     let results: Vec<output::ThresholdResult> = plan

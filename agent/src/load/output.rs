@@ -31,12 +31,32 @@ pub struct ThresholdResult {
     pub ok: bool,
 }
 
+/// One scenario's counts over the run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScenarioCounts {
+    /// `http_reqs`.
+    pub reqs: u64,
+    /// `iterations`.
+    pub iterations: u64,
+    /// `dropped_iterations`.
+    pub dropped: u64,
+}
+
+impl ScenarioCounts {
+    /// Adds the counts of an interval.
+    pub fn add(&mut self, s: &Stats) {
+        self.reqs += s.reqs;
+        self.iterations += s.iterations;
+        self.dropped += s.dropped;
+    }
+}
+
 /// One scenario's totals for the summary.
 pub struct ScenarioInfo<'a> {
     /// The scenario.
     pub scenario: &'a Scenario,
-    /// Its totals.
-    pub stats: &'a Stats,
+    /// Its counts.
+    pub stats: &'a ScenarioCounts,
     /// Most VUs it had at once.
     pub vus_max: u64,
 }
