@@ -195,7 +195,7 @@ impl<'t, 'i> Field<'t, 'i> {
         Reported
     }
 
-    /// Records "expected `expected`, found <type>".
+    /// Records "expected `expected`, found TYPE".
     pub fn type_error(&self, cx: &mut Ctx<'_>, expected: &str) -> Reported {
         let found = self.value.get_ref().type_str();
         self.error(cx, format!("expected {expected}, found {found}"))

@@ -1,7 +1,7 @@
 //! Local load tests: `vantage-agent load FILE`.
 //!
 //! # Layout
-//! - [`file`]: the load file (TOML, k6 option names) → [`file::LoadPlan`].
+//! - [`mod@file`]: the load file (TOML, k6 option names) → [`file::LoadPlan`].
 //! - [`threshold`]: k6 thresholds per metric kind, evaluated live.
 //! - [`executor`]: the six k6 executors (closed and open model).
 //! - [`client`]: one keep-alive HTTP/1.1 connection per VU, timed in k6 phases.
