@@ -6,8 +6,6 @@
 //! k6's phases: connecting, TLS handshaking, waiting (to the first response
 //! byte) and duration (send to last body byte).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +19,7 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::file::RequestSpec;
-use crate::probe::http::Finder;
+use crate::probe::http::{Driver, Finder};
 
 /// Deadline for connecting (TCP + TLS + HTTP handshake), as k6's default
 /// dial timeout order of magnitude: long enough for a loaded target, short
@@ -165,30 +163,11 @@ pub enum Outcome {
     Failed,
 }
 
-/// A connection's I/O future: it ends when the connection closes.
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
-
 /// One open connection.
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
-    /// `None` once the connection has ended.
-    driver: Option<Driver>,
-}
-
-/// Runs `fut` while polling the connection `driver`, so its I/O progresses
-/// in this task; a finished driver is dropped and `fut` is awaited alone
-/// (it then fails, the connection being gone).
-async fn drive<F: Future>(driver: &mut Option<Driver>, fut: F) -> F::Output {
-    tokio::pin!(fut);
-    loop {
-        let Some(d) = driver.as_mut() else {
-            return fut.await;
-        };
-        tokio::select! {
-            out = &mut fut => return out,
-            _ = d.as_mut() => *driver = None,
-        }
-    }
+    /// Polls the connection inside the VU's task.
+    driver: Driver,
 }
 
 /// The connections of one VU, one per origin.
@@ -246,7 +225,7 @@ impl VuClient {
         let mut t = Timings::default();
         for attempt in 0..2 {
             let reused = match &self.conns[req.origin] {
-                Some(c) if c.driver.is_some() => true,
+                Some(c) if c.driver.is_open() => true,
                 _ => {
                     if self.connect(req.origin, &mut t).await.is_err() {
                         self.conns[req.origin] = None;
@@ -258,7 +237,7 @@ impl VuClient {
             let Some(Conn { sender, driver }) = self.conns[req.origin].as_mut() else {
                 return (Outcome::ConnectFailed, t);
             };
-            if drive(driver, sender.ready()).await.is_err() {
+            if driver.drive(sender.ready()).await.is_err() {
                 self.conns[req.origin] = None;
                 continue;
             }
@@ -285,7 +264,7 @@ impl VuClient {
                 }
                 Ok::<_, hyper::Error>((status, bytes, waiting, finder.map(|_| found)))
             };
-            let result = tokio::time::timeout(REQUEST_TIMEOUT, drive(driver, exchange)).await;
+            let result = tokio::time::timeout(REQUEST_TIMEOUT, driver.drive(exchange)).await;
             t.duration = micros(sent.elapsed());
             match result {
                 Ok(Ok((status, bytes, waiting, body_matched))) => {
@@ -329,7 +308,7 @@ where
         .map_err(drop)?;
     Ok(Conn {
         sender,
-        driver: Some(Box::pin(conn)),
+        driver: Driver::new(conn),
     })
 }
 

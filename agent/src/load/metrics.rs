@@ -291,3 +291,42 @@ impl Shards {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrected_recording_adds_the_missed_samples() {
+        let mut h = histogram::new_latency();
+        // A 1 s response when one VU should start every 10 ms: 99 more samples
+        // (990 ms, 980 ms ... 10 ms), as HdrHistogram's expected-interval recording.
+        record_corrected(&mut h, 1_000_000, 10_000);
+        assert_eq!(h.len(), 100);
+        assert!(h.value_at_quantile(0.5) >= 490_000);
+        let mut plain = histogram::new_latency();
+        record_corrected(&mut plain, 5_000, 10_000);
+        record_corrected(&mut plain, 1_000_000, 0);
+        assert_eq!(plain.len(), 2);
+        // Bounded work for absurd ratios.
+        let mut huge = histogram::new_latency();
+        record_corrected(&mut huge, 3_600_000_000, 1);
+        assert_eq!(huge.len(), MAX_SYNTHETIC_SAMPLES + 1);
+    }
+
+    #[test]
+    fn shards_drain_and_reset() {
+        let shards = Shards::new(3);
+        for vu in 0..6 {
+            let mut s = shards.lock(vu);
+            s.reqs += 1;
+            record(&mut s.duration, 100);
+        }
+        let mut total = Stats::default();
+        shards.drain_into(&mut total);
+        assert_eq!((total.reqs, total.duration.len()), (6, 6));
+        let mut again = Stats::default();
+        shards.drain_into(&mut again);
+        assert_eq!((again.reqs, again.duration.len()), (0, 0));
+    }
+}

@@ -189,3 +189,97 @@ pub fn passes(def: &ThresholdDef, stats: &Stats, elapsed: Duration) -> (f64, boo
     }
     (observed, def.threshold.holds(observed))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::metrics::record;
+
+    fn def(metric: Metric, text: &str) -> ThresholdDef {
+        let threshold = Threshold::parse_syntax(text).unwrap();
+        validate(metric, &threshold).unwrap();
+        ThresholdDef {
+            metric,
+            threshold,
+            text: text.into(),
+            abort_on_fail: false,
+            delay_abort_eval: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn aggregates_fit_the_metric_kind() {
+        let ok = [
+            (Metric::HttpReqDuration, "p(99.9)<2000"),
+            (Metric::IterationDuration, "med<=3"),
+            (Metric::Checks, "rate>0.99"),
+            (Metric::HttpReqs, "rate>5000"),
+            (Metric::DroppedIterations, "count==0"),
+        ];
+        for (m, t) in ok {
+            assert_eq!(
+                validate(m, &Threshold::parse_syntax(t).unwrap()),
+                Ok(()),
+                "{t}"
+            );
+        }
+        let bad = [
+            (
+                Metric::Checks,
+                "p(95)<1",
+                "does not apply to checks, a rate",
+            ),
+            (
+                Metric::HttpReqWaiting,
+                "rate<1",
+                "does not apply to http_req_waiting, a trend",
+            ),
+            (
+                Metric::Iterations,
+                "max<1",
+                "does not apply to iterations, a counter",
+            ),
+            (
+                Metric::HttpReqFailed,
+                "rate<1.5",
+                "fraction between 0 and 1",
+            ),
+            (Metric::HttpReqs, "count>-1", "cannot be negative"),
+        ];
+        for (m, t, needle) in bad {
+            let e = validate(m, &Threshold::parse_syntax(t).unwrap()).unwrap_err();
+            assert!(e.contains(needle), "{t}: {e}");
+        }
+    }
+
+    #[test]
+    fn observed_values_follow_k6_units() {
+        let mut s = Stats::default();
+        for us in [1_000, 2_000, 3_000, 400_000] {
+            record(&mut s.duration, us);
+        }
+        s.reqs = 4;
+        s.failed = 1;
+        s.iterations = 10;
+        let ten_s = Duration::from_secs(10);
+        let max = observe(&def(Metric::HttpReqDuration, "max<1"), &s, ten_s);
+        assert!((max - 400.0).abs() < 1.0, "{max}");
+        assert_eq!(
+            observe(&def(Metric::HttpReqFailed, "rate<0.5"), &s, ten_s),
+            0.25
+        );
+        assert_eq!(
+            observe(&def(Metric::Iterations, "rate>0.5"), &s, ten_s),
+            1.0
+        );
+        assert_eq!(
+            observe(&def(Metric::Iterations, "count>5"), &s, ten_s),
+            10.0
+        );
+        assert!(!passes(&def(Metric::HttpReqDuration, "p(99)<100"), &s, ten_s).1);
+        assert!(passes(&def(Metric::HttpReqDuration, "med<100"), &s, ten_s).1);
+        // No checks ran: the rate has no data and passes; a counter is 0.
+        assert!(passes(&def(Metric::Checks, "rate>0.99"), &s, ten_s).1);
+        assert!(!passes(&def(Metric::DroppedIterations, "count>0"), &s, ten_s).1);
+    }
+}

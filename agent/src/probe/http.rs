@@ -457,10 +457,11 @@ impl Sender {
 /// probe waits on the connection, and dropped (closing it) with the hop.
 /// HTTP/1.1 spawns nothing; HTTP/2's background tasks run on a
 /// [`BoundedExecutor`]. Either way nothing outlives the attempt.
-struct Driver(Option<BoxFuture<'static, ()>>);
+/// Also the load client's connection driver (`load::client`).
+pub(crate) struct Driver(Option<BoxFuture<'static, ()>>);
 
 impl Driver {
-    fn new<F>(conn: F) -> Self
+    pub(crate) fn new<F>(conn: F) -> Self
     where
         F: Future + Send + 'static,
     {
@@ -470,8 +471,13 @@ impl Driver {
         })))
     }
 
+    /// Whether the connection has not ended yet (as far as it was polled).
+    pub(crate) fn is_open(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Awaits `fut` while driving the connection.
-    async fn drive<F: Future>(&mut self, fut: F) -> F::Output {
+    pub(crate) async fn drive<F: Future>(&mut self, fut: F) -> F::Output {
         tokio::pin!(fut);
         if let Some(conn) = self.0.as_mut() {
             tokio::select! {
