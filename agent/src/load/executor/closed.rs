@@ -1,5 +1,5 @@
 //! Closed-model executors: `constant-vus`, `per-vu-iterations`,
-//! `shared-iterations` (one loop per VU, see [`closed`]) and `ramping-vus`.
+//! `shared-iterations` (one loop per VU) and `ramping-vus`.
 
 use std::sync::Arc;
 use std::time::Duration;
