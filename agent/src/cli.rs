@@ -83,6 +83,9 @@ enum Command {
         /// Tokio worker threads (default: the number of cores; 1 = current-thread runtime).
         #[arg(long)]
         threads: Option<usize>,
+        /// PEM file with extra trust anchors for https targets.
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<String>,
         /// Lower the VU cap of the file.
         #[arg(long)]
         max_vus: Option<u64>,
@@ -167,6 +170,7 @@ fn load(command: Command) -> ExitCode {
         hlog,
         allow_host,
         threads,
+        ca_file,
         max_vus,
         max_rate,
         quiet,
@@ -221,6 +225,7 @@ fn load(command: Command) -> ExitCode {
         max_vus,
         max_rate: max_rate.map(|r| r as f64),
         shards: threads,
+        ca_file,
         json,
         hlog,
         progress: (!quiet).then(|| std::io::stderr().is_terminal()),

@@ -116,12 +116,11 @@ pub fn prepare(specs: &[RequestSpec]) -> Result<(Vec<Prepared>, Vec<Origin>), St
     Ok((out, origins))
 }
 
-/// The client TLS configuration: Mozilla roots (webpki-roots), ring, and
-/// session resumption (a VU reconnecting resumes, as a browser would).
-pub fn tls_config() -> Result<Arc<ClientConfig>, String> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
+/// The client TLS configuration: Mozilla roots (webpki-roots) plus the
+/// certificates of `ca_file`, ring, and session resumption (a VU
+/// reconnecting resumes, as a browser would).
+pub fn tls_config(ca_file: Option<&str>) -> Result<Arc<ClientConfig>, String> {
+    let roots = crate::probe::tls::root_store(ca_file).map_err(|e| e.to_string())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -315,4 +314,57 @@ where
 /// `d` in whole µs, saturating.
 pub fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::testkit::{CaServer, Validity};
+
+    #[tokio::test]
+    async fn https_keeps_one_tls_connection_per_vu() {
+        let server = CaServer::start(&["localhost"], Validity::Current).await;
+        let url = format!("https://localhost:{}/", server.port());
+        let spec = RequestSpec {
+            method: http::Method::GET,
+            url: url::Url::parse(&url).unwrap(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+            check_status: Some(200),
+            check_body: None,
+        };
+        let (prepared, origins) = prepare(&[spec]).unwrap();
+        let tls = tls_config(server.ca_file().as_deref()).unwrap();
+        let mut vu = VuClient::new(origins.into(), Some(tls));
+        let (first, t1) = vu.send(&prepared[0]).await;
+        assert!(
+            matches!(first, Outcome::Response { status: 200, .. }),
+            "{first:?}"
+        );
+        assert!(t1.connecting > 0 && t1.tls > 0, "{t1:?}");
+        let (second, t2) = vu.send(&prepared[0]).await;
+        assert!(
+            matches!(second, Outcome::Response { status: 200, .. }),
+            "{second:?}"
+        );
+        assert_eq!((t2.connecting, t2.tls), (0, 0), "the connection is reused");
+
+        // Without the test CA the certificate is not trusted.
+        let mut untrusted = VuClient::new(
+            prepare(&[RequestSpec {
+                method: http::Method::GET,
+                url: url::Url::parse(&url).unwrap(),
+                headers: Vec::new(),
+                body: Bytes::new(),
+                check_status: None,
+                check_body: None,
+            }])
+            .unwrap()
+            .1
+            .into(),
+            Some(tls_config(None).unwrap()),
+        );
+        let (outcome, _) = untrusted.send(&prepared[0]).await;
+        assert!(matches!(outcome, Outcome::ConnectFailed), "{outcome:?}");
+    }
 }

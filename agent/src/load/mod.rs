@@ -47,6 +47,8 @@ pub struct RunOptions {
     pub json: Option<std::path::PathBuf>,
     /// `--hlog PATH`.
     pub hlog: Option<std::path::PathBuf>,
+    /// `--ca-file`: extra trust anchors (PEM) for https targets.
+    pub ca_file: Option<String>,
     /// Progress on stderr: `None` for `--quiet`, else whether stderr is a TTY.
     pub progress: Option<bool>,
 }
@@ -122,7 +124,7 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
         .flat_map(|s| &s.requests)
         .any(|r| r.url.scheme() == "https");
     let tls = if needs_tls {
-        Some(client::tls_config().map_err(LoadError::Other)?)
+        Some(client::tls_config(opts.ca_file.as_deref()).map_err(LoadError::Input)?)
     } else {
         None
     };
