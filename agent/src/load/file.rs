@@ -238,13 +238,6 @@ pub struct RequestSpec {
     pub check_body: Option<String>,
 }
 
-impl RequestSpec {
-    /// How many k6 checks one response is judged by.
-    pub fn check_count(&self) -> usize {
-        usize::from(self.check_status.is_some()) + usize::from(self.check_body.is_some())
-    }
-}
-
 /// Every problem found in a load file, sorted by position; never empty.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", display_all(.0))]

@@ -141,7 +141,7 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
             vus_max: Default::default(),
         }));
     }
-    let mut out = output::Outputs::open(&opts, &plan).map_err(LoadError::Other)?;
+    let mut out = output::Outputs::open(&opts).map_err(LoadError::Other)?;
     let engine = Arc::new(Engine {
         vu_permits: Arc::new(Semaphore::new(max_vus as usize)),
         rate: RateCap::new(max_rate),

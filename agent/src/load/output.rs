@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::file::{LoadPlan, Scenario};
+use super::file::Scenario;
 use super::metrics::{Metric, MetricKind, Stats};
 use super::threshold::ThresholdDef;
 use super::{RunOptions, Verdict};
@@ -81,7 +81,7 @@ fn io(e: std::io::Error) -> String {
 
 impl Outputs {
     /// Creates the output files of `opts`.
-    pub fn open(opts: &RunOptions, _plan: &LoadPlan) -> Result<Self, String> {
+    pub fn open(opts: &RunOptions) -> Result<Self, String> {
         Ok(Outputs {
             json: opts.json.as_deref().map(create).transpose()?,
             hlog: opts.hlog.as_deref().map(create).transpose()?,
