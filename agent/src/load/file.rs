@@ -18,7 +18,7 @@ use super::threshold::{self, ThresholdDef};
 
 /// Default and highest `options.max_vus`: a file (and the CLI) can only lower it.
 pub const DEFAULT_MAX_VUS: u64 = 1000;
-/// Default and highest `options.max_rate`, iterations per second over all
+/// Default and highest `options.max_rate`, requests per second over all
 /// scenarios: a file (and the CLI) can only lower it.
 pub const DEFAULT_MAX_RATE: f64 = 100_000.0;
 /// Default `gracefulStop` (k6).
@@ -78,6 +78,16 @@ pub struct Scenario {
     pub start_time: Duration,
     /// `[[scenario.request]]`: what one iteration sends, in order.
     pub requests: Vec<RequestSpec>,
+}
+
+impl Scenario {
+    /// The highest scheduled request rate per second (open model only): the
+    /// iteration rate times the requests of one iteration.
+    pub fn max_request_rate(&self) -> Option<f64> {
+        self.executor
+            .max_rate()
+            .map(|r| r * self.requests.len() as f64)
+    }
 }
 
 /// One stage of a ramping executor.
@@ -753,7 +763,7 @@ fn check_caps(cx: &mut Ctx<'_>, options: &Options, scenarios: &[Located]) {
     let mut total_rate = 0f64;
     for (s, header) in scenarios {
         total_vus = total_vus.saturating_add(s.executor.max_vus());
-        total_rate += s.executor.max_rate().unwrap_or(0.0);
+        total_rate += s.max_request_rate().unwrap_or(0.0);
         let path = format!("scenario.{}", s.name);
         if total_vus > options.max_vus {
             cx.error(header, &path, format!(
@@ -762,7 +772,7 @@ fn check_caps(cx: &mut Ctx<'_>, options: &Options, scenarios: &[Located]) {
         }
         if total_rate > options.max_rate {
             cx.error(header, &path, format!(
-                "schedules up to {total_rate} iterations per second over all scenarios, above the max_rate cap of {} (options.max_rate; the cap can only be lowered)",
+                "schedules up to {total_rate} requests per second over all scenarios, above the max_rate cap of {} (options.max_rate; the cap can only be lowered)",
                 options.max_rate));
         }
     }
@@ -898,7 +908,7 @@ http_reqs = ["rate>4000"]
             ),
             (
                 format!("[options]\nmax_rate = 100\n{}", scenario("executor = \"constant-arrival-rate\"\nrate = 10\ntimeUnit = \"50ms\"\nduration = \"1s\"\npreAllocatedVUs = 1")),
-                vec!["t.toml:3:1: scenario.api: schedules up to 200 iterations per second over all scenarios, above the max_rate cap of 100 (options.max_rate; the cap can only be lowered)"],
+                vec!["t.toml:3:1: scenario.api: schedules up to 200 requests per second over all scenarios, above the max_rate cap of 100 (options.max_rate; the cap can only be lowered)"],
             ),
             (
                 "[options]\nmax_vus = 5000\n".to_owned() + &scenario("executor = \"per-vu-iterations\""),
@@ -938,6 +948,20 @@ http_reqs = ["rate>4000"]
         for (text, want) in cases {
             assert_eq!(errors(&text), want, "{text}");
         }
+    }
+
+    #[test]
+    fn the_rate_cap_counts_every_request_of_an_iteration() {
+        let text = format!(
+            "[options]\nmax_rate = 100\n{}{REQUEST}",
+            scenario("executor = \"constant-arrival-rate\"\nrate = 60\nduration = \"1s\"\npreAllocatedVUs = 1")
+        );
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("schedules up to 120 requests per second"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -111,11 +111,11 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
     let needed_rate: f64 = plan
         .scenarios
         .iter()
-        .filter_map(|s| s.executor.max_rate())
+        .filter_map(file::Scenario::max_request_rate)
         .sum();
     if needed_rate > max_rate {
         return Err(LoadError::Input(format!(
-            "the scenarios schedule up to {needed_rate} iterations per second, above the max_rate cap of {max_rate} (--max-rate)"
+            "the scenarios schedule up to {needed_rate} requests per second, above the max_rate cap of {max_rate} (--max-rate)"
         )));
     }
     let needs_tls = plan
