@@ -965,6 +965,20 @@ http_reqs = ["rate>4000"]
     }
 
     #[test]
+    fn every_deploy_load_example_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/load");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                load(&path, &AllowedHosts::default()).unwrap_or_else(|e| panic!("{e}"));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2, "{seen} examples in {}", dir.display());
+    }
+
+    #[test]
     fn syntax_errors_have_positions() {
         let e = errors("[[scenario]]\nname = \n");
         assert!(e[0].starts_with("t.toml:2:"), "{e:?}");
