@@ -1,4 +1,5 @@
-//! Command-line interface: `run` (the fleet agent) and `probe` (one check).
+//! Command-line interface: `run` (the fleet agent), `probe` (one check) and
+//! `load` (a local load test).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,6 +11,12 @@ use vantage_agent::{oneshot, AgentOptions, Identity};
 const EXIT_PROBE_FAILED: u8 = 1;
 /// Exit code for errors (bad arguments, runtime failure).
 const EXIT_ERROR: u8 = 2;
+/// `load`: a threshold failed (the k6 contract).
+const EXIT_THRESHOLDS_FAILED: u8 = 99;
+/// `load`: bad load file, flags or a disallowed host.
+const EXIT_LOAD_BAD_INPUT: u8 = 2;
+/// `load`: any other error (target unreachable at start, output files).
+const EXIT_LOAD_ERROR: u8 = 1;
 
 #[derive(Parser)]
 #[command(
@@ -60,9 +67,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a local k6-style load test described by a TOML file.
+    Load {
+        /// The load file (see README, "Load tests").
+        file: std::path::PathBuf,
+        /// Write NDJSON results: `--out json=PATH`.
+        #[arg(long, value_name = "json=PATH")]
+        out: Option<String>,
+        /// Write an HdrHistogram interval log of http_req_duration.
+        #[arg(long, value_name = "PATH")]
+        hlog: Option<std::path::PathBuf>,
+        /// Allow load to this host besides loopback (repeatable).
+        #[arg(long = "allow-host", value_name = "HOST")]
+        allow_host: Vec<String>,
+        /// Tokio worker threads (default: the number of cores; 1 = current-thread runtime).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// PEM file with extra trust anchors for https targets.
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<String>,
+        /// Lower the VU cap of the file.
+        #[arg(long)]
+        max_vus: Option<u64>,
+        /// Lower the rate cap (requests per second) of the file.
+        #[arg(long)]
+        max_rate: Option<u64>,
+        /// No progress line.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
 }
 
 pub fn execute(cli: Cli) -> ExitCode {
+    let command = match cli.command {
+        load_command @ Command::Load { .. } => return load(load_command),
+        other => other,
+    };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -70,7 +110,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    match cli.command {
+    match command {
         Command::Run {
             coordinator,
             region,
@@ -116,6 +156,94 @@ pub fn execute(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_ERROR)
             }
         },
+        Command::Load { .. } => load(command),
+    }
+}
+
+/// `vantage-agent load FILE`: exit 0 when every threshold passed, 99 when one
+/// failed, 2 for bad input, 1 for other errors.
+fn load(command: Command) -> ExitCode {
+    use vantage_agent::load::{self, file, safety::AllowedHosts, LoadError, RunOptions, Verdict};
+    let Command::Load {
+        file: path,
+        out,
+        hlog,
+        allow_host,
+        threads,
+        ca_file,
+        max_vus,
+        max_rate,
+        quiet,
+    } = command
+    else {
+        return ExitCode::from(EXIT_LOAD_ERROR);
+    };
+    let bad = |msg: String| {
+        eprintln!("error: {msg}");
+        ExitCode::from(EXIT_LOAD_BAD_INPUT)
+    };
+    let json = match out.as_deref().map(|o| o.split_once('=')) {
+        None => None,
+        Some(Some(("json", p))) if !p.is_empty() => Some(std::path::PathBuf::from(p)),
+        Some(_) => return bad("--out takes json=PATH".into()),
+    };
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 || threads > 256 {
+        return bad(format!(
+            "--threads must be between 1 and 256, got {threads}"
+        ));
+    }
+    if max_vus == Some(0) || max_rate == Some(0) {
+        return bad("--max-vus and --max-rate must be at least 1".into());
+    }
+    let env = std::env::var(load::safety::ALLOWED_HOSTS_ENV).ok();
+    let allowed = AllowedHosts::from_flags_and_env(&allow_host, env.as_deref());
+    let plan = match file::load(&path, &allowed) {
+        Ok(plan) => plan,
+        Err(e) => return bad(e.to_string()),
+    };
+    let rt = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(EXIT_LOAD_ERROR);
+        }
+    };
+    use std::io::IsTerminal as _;
+    let opts = RunOptions {
+        max_vus,
+        max_rate: max_rate.map(|r| r as f64),
+        shards: threads,
+        ca_file,
+        json,
+        hlog,
+        progress: (!quiet).then(|| std::io::stderr().is_terminal()),
+    };
+    match rt.block_on(load::run(plan, opts)) {
+        Ok(report) => {
+            print!("{}", report.summary);
+            match report.verdict {
+                Verdict::Passed => ExitCode::SUCCESS,
+                Verdict::ThresholdsFailed => ExitCode::from(EXIT_THRESHOLDS_FAILED),
+                Verdict::Unreachable => ExitCode::from(EXIT_LOAD_ERROR),
+            }
+        }
+        Err(LoadError::Input(msg)) => bad(msg),
+        Err(LoadError::Other(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(EXIT_LOAD_ERROR)
+        }
     }
 }
 

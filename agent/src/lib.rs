@@ -8,6 +8,7 @@
 //! - [`spool`]: batches waiting for the coordinator's ack.
 //! - [`session`]: the gRPC session (reconnect, backoff, heartbeat).
 //! - [`oneshot`]: `vantage-agent probe URL`, a single check printed for humans.
+//! - [`load`]: `vantage-agent load FILE`, a local k6-style load test.
 #![warn(missing_docs)]
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+pub mod load;
 pub mod oneshot;
 pub mod probe;
 pub mod recorder;

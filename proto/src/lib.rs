@@ -7,6 +7,9 @@
 //!   histogram on the wire, with input limits.
 //! - [`spec`]: typed, validated check specifications and their conversion to and
 //!   from the wire.
+//! - [`threshold`]: k6 threshold expressions.
+//! - [`toml_reader`]: a TOML reader that reports every error with its line,
+//!   column and key path (coordinator config, agent load files).
 #![deny(missing_docs)]
 
 /// Generated protobuf messages and tonic service for `vantage.v1`.
@@ -18,6 +21,7 @@ pub mod v1 {
 pub mod histogram;
 pub mod spec;
 pub mod threshold;
+pub mod toml_reader;
 
 /// Largest gRPC message either side accepts, in bytes (shared/RELIABILITY.md §3:
 /// smaller than tonic's 4 MiB default; agents split batches below it).

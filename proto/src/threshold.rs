@@ -161,7 +161,18 @@ impl FromStr for Threshold {
     type Err = ThresholdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Parser::new(s).threshold()
+        Parser::new(s).threshold(true)
+    }
+}
+
+impl Threshold {
+    /// Parses the grammar only, without the value ranges that [`FromStr`]
+    /// applies (`rate` in 0..1, `availability` in 0..100, no negative
+    /// latency or count). For callers whose metrics give an aggregate another
+    /// meaning, such as k6 counters where `rate` is per second; they check
+    /// ranges themselves.
+    pub fn parse_syntax(s: &str) -> Result<Threshold, ThresholdError> {
+        Parser::new(s).threshold(false)
     }
 }
 
@@ -216,7 +227,7 @@ impl<'a> Parser<'a> {
         (start, self.slice(start))
     }
 
-    fn threshold(mut self) -> Result<Threshold, ThresholdError> {
+    fn threshold(mut self, ranged: bool) -> Result<Threshold, ThresholdError> {
         self.skip_spaces();
         let aggregate = self.aggregate()?;
         self.skip_spaces();
@@ -230,7 +241,9 @@ impl<'a> Parser<'a> {
                 format!("unexpected {:?} after the value", self.slice_rest()),
             ));
         }
-        check_range(aggregate, value).map_err(|m| self.err(0, m))?;
+        if ranged {
+            check_range(aggregate, value).map_err(|m| self.err(0, m))?;
+        }
         Ok(Threshold {
             aggregate,
             op,
@@ -424,6 +437,20 @@ mod tests {
             assert_eq!(e.offset, offset, "{input}: {e}");
             assert!(e.message.contains(needle), "{input}: {e}");
         }
+    }
+
+    #[test]
+    fn parse_syntax_skips_only_the_ranges() {
+        let t = Threshold::parse_syntax("rate>500").unwrap();
+        assert_eq!(
+            (t.aggregate, t.op, t.value),
+            (Aggregate::Rate, Op::Gt, 500.0)
+        );
+        assert!("rate>500".parse::<Threshold>().is_err());
+        assert_eq!(
+            Threshold::parse_syntax("p(95<1").unwrap_err().offset,
+            "p(95<1".parse::<Threshold>().unwrap_err().offset
+        );
     }
 
     proptest! {

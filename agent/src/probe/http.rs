@@ -457,10 +457,11 @@ impl Sender {
 /// probe waits on the connection, and dropped (closing it) with the hop.
 /// HTTP/1.1 spawns nothing; HTTP/2's background tasks run on a
 /// [`BoundedExecutor`]. Either way nothing outlives the attempt.
-struct Driver(Option<BoxFuture<'static, ()>>);
+/// Also the load client's connection driver (`load::client`).
+pub(crate) struct Driver(Option<BoxFuture<'static, ()>>);
 
 impl Driver {
-    fn new<F>(conn: F) -> Self
+    pub(crate) fn new<F>(conn: F) -> Self
     where
         F: Future + Send + 'static,
     {
@@ -470,8 +471,13 @@ impl Driver {
         })))
     }
 
+    /// Whether the connection has not ended yet (as far as it was polled).
+    pub(crate) fn is_open(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Awaits `fut` while driving the connection.
-    async fn drive<F: Future>(&mut self, fut: F) -> F::Output {
+    pub(crate) async fn drive<F: Future>(&mut self, fut: F) -> F::Output {
         tokio::pin!(fut);
         if let Some(conn) = self.0.as_mut() {
             tokio::select! {
@@ -549,7 +555,7 @@ async fn read_body(mut body: Incoming, needle: Option<&[u8]>) -> Result<BodyRead
 }
 
 /// Searches a needle in a body that arrives in chunks.
-struct Finder<'n> {
+pub(crate) struct Finder<'n> {
     needle: &'n [u8],
     /// The end of what was seen, kept so that a needle split across two
     /// chunks is found: at most `needle.len() - 1` bytes.
@@ -557,7 +563,7 @@ struct Finder<'n> {
 }
 
 impl<'n> Finder<'n> {
-    fn new(needle: &'n [u8]) -> Self {
+    pub(crate) fn new(needle: &'n [u8]) -> Self {
         Finder {
             needle,
             tail: Vec::new(),
@@ -566,7 +572,7 @@ impl<'n> Finder<'n> {
 
     /// Adds a chunk; whether the needle has now been seen. An empty needle is
     /// found at once.
-    fn push(&mut self, chunk: &[u8]) -> bool {
+    pub(crate) fn push(&mut self, chunk: &[u8]) -> bool {
         let n = self.needle.len();
         if n == 0 {
             return true;

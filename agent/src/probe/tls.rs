@@ -9,6 +9,8 @@
 //! `TlsClient` is shared with the `http` probe for `https://` URLs.
 
 mod config;
+
+pub(crate) use config::root_store;
 mod facts;
 
 use std::sync::Arc;

@@ -1,4 +1,5 @@
 //! One integration-test binary for the agent: the real `vantage-agent` binary
 //! against real servers on loopback.
 
+mod load;
 mod probe_cli;

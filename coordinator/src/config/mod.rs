@@ -67,7 +67,6 @@ pub use self::alerting::{
 };
 
 use std::fmt;
-use std::io::Read as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -101,9 +100,6 @@ pub const CACHE_CAPACITY_MB_RANGE: std::ops::RangeInclusive<u64> = 1..=4096;
 /// Largest config file [`load`] reads, so a wrong path (say `/dev/zero`)
 /// fails instead of filling memory.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
-/// At most this many TOML syntax errors are listed; later ones are mostly
-/// consequences of the first.
-const MAX_SYNTAX_ERRORS: usize = 20;
 
 /// A validated coordinator configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,38 +161,8 @@ pub struct CheckConfig {
     pub alerting: CheckAlerting,
 }
 
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The file, as given to [`load`] / [`parse`].
-    pub origin: PathBuf,
-    /// 1-based line; 0 when the error concerns the whole file (it could not be read).
-    pub line: usize,
-    /// 1-based column in characters; 0 with `line` 0.
-    pub column: usize,
-    /// Key path such as `check[2].url` or `check[0].headers.X-Foo`; empty for
-    /// TOML syntax errors and unreadable files.
-    pub path: String,
-    /// What is wrong and what is accepted.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    /// `FILE:LINE:COLUMN: KEY.PATH: MESSAGE`; without `KEY.PATH: ` when the
-    /// path is empty and without `:LINE:COLUMN` when there is no position.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.origin.display())?;
-        if self.line > 0 {
-            write!(f, ":{}:{}", self.line, self.column)?;
-        }
-        if !self.path.is_empty() {
-            write!(f, ": {}", self.path)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// One problem in a config file (`FILE:LINE:COLUMN: KEY.PATH: MESSAGE`).
+pub use vantage_proto::toml_reader::TomlError as ConfigError;
 
 /// Every problem found in a config file, sorted by position; never empty when
 /// returned by [`load`] or [`parse`].
@@ -222,29 +188,8 @@ impl std::error::Error for ConfigErrors {}
 /// cannot be read, is not UTF-8 or is larger than [`MAX_FILE_BYTES`] is one
 /// [`ConfigError`] without a position.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let whole_file = |message: String| {
-        ConfigErrors(vec![ConfigError {
-            origin: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            path: String::new(),
-            message,
-        }])
-    };
-    let file = std::fs::File::open(path)
-        .map_err(|e| whole_file(format!("cannot open the config file: {e}")))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| whole_file(format!("cannot read the config file: {e}")))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(whole_file(format!(
-            "the file is larger than {} MiB; is this the config file?",
-            MAX_FILE_BYTES / MIB
-        )));
-    }
-    let text = String::from_utf8(bytes)
-        .map_err(|e| whole_file(format!("the file is not UTF-8 text: {e}")))?;
+    let text = reader::read_text(path, MAX_FILE_BYTES, "config file")
+        .map_err(|e| ConfigErrors(vec![e]))?;
     parse(&text, path)
 }
 
@@ -292,24 +237,8 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
-fn syntax(mut cx: Ctx<'_>, mut errors: Vec<toml::de::Error>) -> ConfigErrors {
-    errors.sort_by_key(|e| e.span().map(|s| s.start));
-    errors.dedup_by(|a, b| a.span() == b.span() && a.message() == b.message());
-    let total = errors.len();
-    let mut last = 0..0;
-    for e in errors.iter().take(MAX_SYNTAX_ERRORS) {
-        last = e.span().unwrap_or(0..0);
-        cx.error(&last, "", format!("invalid TOML: {}", e.message()));
-    }
-    if total > MAX_SYNTAX_ERRORS {
-        let more = total - MAX_SYNTAX_ERRORS;
-        cx.error(
-            &last,
-            "",
-            format!("invalid TOML: {more} more syntax errors not shown"),
-        );
-    }
-    ConfigErrors(cx.into_errors())
+fn syntax(cx: Ctx<'_>, errors: Vec<toml::de::Error>) -> ConfigErrors {
+    ConfigErrors(reader::syntax_errors(cx, errors))
 }
 
 fn read_version(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>) {

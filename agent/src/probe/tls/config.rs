@@ -43,7 +43,7 @@ pub(super) fn client_config(
 
 /// The webpki-roots (Mozilla) trust anchors, plus every certificate in
 /// `ca_file` when given.
-fn root_store(ca_file: Option<&str>) -> Result<RootCertStore, BuildError> {
+pub(crate) fn root_store(ca_file: Option<&str>) -> Result<RootCertStore, BuildError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };

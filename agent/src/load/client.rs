@@ -1,0 +1,370 @@
+//! The load HTTP client: one persistent HTTP/1.1 keep-alive connection per VU
+//! and origin, on hyper's low-level `client::conn::http1` (no pool, no
+//! locks), reconnecting when the server closes it. The connection future is
+//! polled inside the VU's own task, next to the request (no connection task,
+//! so no cross-task wake-up per request). Each request is timed in
+//! k6's phases: connecting, TLS handshaking, waiting (to the first response
+//! byte) and duration (send to last body byte).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Uri};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+
+use super::file::RequestSpec;
+use crate::probe::http::{Driver, Finder};
+
+/// Deadline for connecting (TCP + TLS + HTTP handshake), as k6's default
+/// dial timeout order of magnitude: long enough for a loaded target, short
+/// enough that a dead one does not hold a VU for long.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline for one request and its body (k6's default `timeout`, 60s).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where requests go: a scheme, host and port shared by one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `https`.
+    pub tls: bool,
+    /// Host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// A request prepared once and sent many times.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Index into the run's origins.
+    pub origin: usize,
+    method: http::Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+    body: Bytes,
+    /// `checks.status`.
+    pub check_status: Option<u16>,
+    /// `checks.body_contains`.
+    pub check_body: Option<Bytes>,
+}
+
+/// Prepares `specs`; returns the requests and the distinct origins they use.
+pub fn prepare(specs: &[RequestSpec]) -> Result<(Vec<Prepared>, Vec<Origin>), String> {
+    let mut origins: Vec<Origin> = Vec::new();
+    let mut out = Vec::new();
+    for spec in specs {
+        let url = &spec.url;
+        let host = match url.host() {
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(h) => h.to_string(),
+            None => return Err(format!("{url}: no host")),
+        };
+        let origin = Origin {
+            tls: url.scheme() == "https",
+            host,
+            port: url.port_or_known_default().unwrap_or(80),
+        };
+        let index = match origins.iter().position(|o| *o == origin) {
+            Some(i) => i,
+            None => {
+                origins.push(origin);
+                origins.len() - 1
+            }
+        };
+        let mut path = url.path().to_owned();
+        if let Some(q) = url.query() {
+            path.push('?');
+            path.push_str(q);
+        }
+        let uri: Uri = path.parse().map_err(|e| format!("{url}: {e}"))?;
+        let mut headers = http::HeaderMap::new();
+        let authority = match url.port() {
+            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
+        };
+        let host_value = HeaderValue::from_str(&authority).map_err(|e| format!("{url}: {e}"))?;
+        headers.insert(http::header::HOST, host_value);
+        headers.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static("vantage-load/0.1"),
+        );
+        for (k, v) in &spec.headers {
+            headers.insert(k.clone(), v.clone());
+        }
+        if !spec.body.is_empty() {
+            headers.insert(
+                http::header::CONTENT_LENGTH,
+                HeaderValue::from(spec.body.len()),
+            );
+        }
+        out.push(Prepared {
+            origin: index,
+            method: spec.method.clone(),
+            uri,
+            headers,
+            body: spec.body.clone(),
+            check_status: spec.check_status,
+            check_body: spec.check_body.as_ref().map(|s| Bytes::from(s.clone())),
+        });
+    }
+    Ok((out, origins))
+}
+
+/// The client TLS configuration: Mozilla roots (webpki-roots) plus the
+/// certificates of `ca_file`, ring, and session resumption (a VU
+/// reconnecting resumes, as a browser would).
+pub fn tls_config(ca_file: Option<&str>) -> Result<Arc<ClientConfig>, String> {
+    let roots = crate::probe::tls::root_store(ca_file).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS protocol versions: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// One request's timings in µs (k6 phases).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// TCP connect (0 on a reused connection).
+    pub connecting: u64,
+    /// TLS handshake (0 on a reused or plain connection).
+    pub tls: u64,
+    /// Send to first response byte.
+    pub waiting: u64,
+    /// Send to last body byte.
+    pub duration: u64,
+}
+
+/// What came back.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome {
+    /// A full response.
+    Response {
+        /// Status code.
+        status: u16,
+        /// Body bytes read.
+        bytes: u64,
+        /// Whether `checks.body_contains` was found (None: no such check).
+        body_matched: Option<bool>,
+    },
+    /// DNS, TCP, TLS or HTTP handshake failed: nothing was sent.
+    ConnectFailed,
+    /// The request or the response failed or timed out.
+    Failed,
+}
+
+/// One open connection.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    /// Polls the connection inside the VU's task.
+    driver: Driver,
+}
+
+/// The connections of one VU, one per origin.
+pub struct VuClient {
+    origins: Arc<[Origin]>,
+    tls: Option<Arc<ClientConfig>>,
+    conns: Vec<Option<Conn>>,
+}
+
+impl VuClient {
+    /// A VU with no connection yet.
+    pub fn new(origins: Arc<[Origin]>, tls: Option<Arc<ClientConfig>>) -> Self {
+        let conns = origins.iter().map(|_| None).collect();
+        VuClient {
+            origins,
+            tls,
+            conns,
+        }
+    }
+
+    async fn connect(&mut self, index: usize, t: &mut Timings) -> Result<(), ()> {
+        let origin = &self.origins[index];
+        let start = Instant::now();
+        let tcp = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect((origin.host.as_str(), origin.port)),
+        )
+        .await
+        .map_err(drop)?
+        .map_err(drop)?;
+        let _ = tcp.set_nodelay(true);
+        t.connecting = micros(start.elapsed());
+        let conn = if origin.tls {
+            let tls = self.tls.clone().ok_or(())?;
+            let name = ServerName::try_from(origin.host.clone()).map_err(drop)?;
+            let hs = Instant::now();
+            let stream = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tokio_rustls::TlsConnector::from(tls).connect(name, tcp),
+            )
+            .await
+            .map_err(drop)?
+            .map_err(drop)?;
+            t.tls = micros(hs.elapsed());
+            handshake(stream).await?
+        } else {
+            handshake(tcp).await?
+        };
+        self.conns[index] = Some(conn);
+        Ok(())
+    }
+
+    /// Sends `req`, connecting first when needed, and reads the whole body.
+    pub async fn send(&mut self, req: &Prepared) -> (Outcome, Timings) {
+        let mut t = Timings::default();
+        for attempt in 0..2 {
+            let reused = match &self.conns[req.origin] {
+                Some(c) if c.driver.is_open() => true,
+                _ => {
+                    if self.connect(req.origin, &mut t).await.is_err() {
+                        self.conns[req.origin] = None;
+                        return (Outcome::ConnectFailed, t);
+                    }
+                    false
+                }
+            };
+            let Some(Conn { sender, driver }) = self.conns[req.origin].as_mut() else {
+                return (Outcome::ConnectFailed, t);
+            };
+            if driver.drive(sender.ready()).await.is_err() {
+                self.conns[req.origin] = None;
+                continue;
+            }
+            let mut request = Request::new(Full::new(req.body.clone()));
+            *request.method_mut() = req.method.clone();
+            *request.uri_mut() = req.uri.clone();
+            *request.headers_mut() = req.headers.clone();
+            let sent = Instant::now();
+            let exchange = async {
+                let resp = sender.send_request(request).await?;
+                let waiting = sent.elapsed();
+                let status = resp.status().as_u16();
+                let mut body = resp.into_body();
+                let mut finder = req.check_body.as_deref().map(Finder::new);
+                let mut found = false;
+                let mut bytes = 0u64;
+                while let Some(frame) = body.frame().await {
+                    if let Ok(data) = frame?.into_data() {
+                        bytes += data.len() as u64;
+                        if let (Some(f), false) = (finder.as_mut(), found) {
+                            found = f.push(&data);
+                        }
+                    }
+                }
+                Ok::<_, hyper::Error>((status, bytes, waiting, finder.map(|_| found)))
+            };
+            let result = tokio::time::timeout(REQUEST_TIMEOUT, driver.drive(exchange)).await;
+            t.duration = micros(sent.elapsed());
+            match result {
+                Ok(Ok((status, bytes, waiting, body_matched))) => {
+                    t.waiting = micros(waiting);
+                    return (
+                        Outcome::Response {
+                            status,
+                            bytes,
+                            body_matched,
+                        },
+                        t,
+                    );
+                }
+                Ok(Err(e)) => {
+                    self.conns[req.origin] = None;
+                    // A kept-alive connection the server closed before
+                    // answering: the request never ran, so it is sent again
+                    // once on a fresh connection.
+                    if reused && attempt == 0 && (e.is_canceled() || e.is_incomplete_message()) {
+                        continue;
+                    }
+                    return (Outcome::Failed, t);
+                }
+                Err(_elapsed) => {
+                    self.conns[req.origin] = None;
+                    return (Outcome::Failed, t);
+                }
+            }
+        }
+        (Outcome::Failed, t)
+    }
+}
+
+async fn handshake<IO>(io: IO) -> Result<Conn, ()>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = tokio::time::timeout(CONNECT_TIMEOUT, http1::handshake(TokioIo::new(io)))
+        .await
+        .map_err(drop)?
+        .map_err(drop)?;
+    Ok(Conn {
+        sender,
+        driver: Driver::new(conn),
+    })
+}
+
+/// `d` in whole µs, saturating.
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::testkit::{CaServer, Validity};
+
+    #[tokio::test]
+    async fn https_keeps_one_tls_connection_per_vu() {
+        let server = CaServer::start(&["localhost"], Validity::Current).await;
+        let url = format!("https://localhost:{}/", server.port());
+        let spec = RequestSpec {
+            method: http::Method::GET,
+            url: url::Url::parse(&url).unwrap(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+            check_status: Some(200),
+            check_body: None,
+        };
+        let (prepared, origins) = prepare(&[spec]).unwrap();
+        let tls = tls_config(server.ca_file().as_deref()).unwrap();
+        let mut vu = VuClient::new(origins.into(), Some(tls));
+        let (first, t1) = vu.send(&prepared[0]).await;
+        assert!(
+            matches!(first, Outcome::Response { status: 200, .. }),
+            "{first:?}"
+        );
+        assert!(t1.connecting > 0 && t1.tls > 0, "{t1:?}");
+        let (second, t2) = vu.send(&prepared[0]).await;
+        assert!(
+            matches!(second, Outcome::Response { status: 200, .. }),
+            "{second:?}"
+        );
+        assert_eq!((t2.connecting, t2.tls), (0, 0), "the connection is reused");
+
+        // Without the test CA the certificate is not trusted.
+        let mut untrusted = VuClient::new(
+            prepare(&[RequestSpec {
+                method: http::Method::GET,
+                url: url::Url::parse(&url).unwrap(),
+                headers: Vec::new(),
+                body: Bytes::new(),
+                check_status: None,
+                check_body: None,
+            }])
+            .unwrap()
+            .1
+            .into(),
+            Some(tls_config(None).unwrap()),
+        );
+        let (outcome, _) = untrusted.send(&prepared[0]).await;
+        assert!(matches!(outcome, Outcome::ConnectFailed), "{outcome:?}");
+    }
+}
