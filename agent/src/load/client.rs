@@ -1,25 +1,25 @@
 //! The load HTTP client: one persistent HTTP/1.1 keep-alive connection per VU
-//! and origin, on hyper's low-level `client::conn::http1` (no pool, no
-//! locks), reconnecting when the server closes it. The connection future is
-//! polled inside the VU's own task, next to the request (no connection task,
-//! so no cross-task wake-up per request). Each request is timed in
-//! k6's phases: connecting, TLS handshaking, waiting (to the first response
-//! byte) and duration (send to last body byte).
+//! and origin, reconnecting when the server closes it. Requests are
+//! serialized once per run ([`Prepared`]) and exchanged by [`super::h1`]
+//! inside the VU's own task (no connection task, no channel). Each request is
+//! timed in k6's phases: connecting, TLS handshaking, waiting (to the first
+//! response byte) and duration (send to last body byte).
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Uri};
-use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::HeaderValue;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
 use super::file::RequestSpec;
-use crate::probe::http::{Driver, Finder};
+use super::h1::{self, ExchangeError, ReadBuf};
 
 /// Deadline for connecting (TCP + TLS + HTTP handshake), as k6's default
 /// dial timeout order of magnitude: long enough for a loaded target, short
@@ -44,10 +44,10 @@ pub struct Origin {
 pub struct Prepared {
     /// Index into the run's origins.
     pub origin: usize,
-    method: http::Method,
-    uri: Uri,
-    headers: http::HeaderMap,
-    body: Bytes,
+    /// The whole request as written on the wire.
+    wire: Bytes,
+    /// `HEAD`: the response has no body whatever its headers say.
+    head: bool,
     /// `checks.status`.
     pub check_status: Option<u16>,
     /// `checks.body_contains`.
@@ -82,7 +82,8 @@ pub fn prepare(specs: &[RequestSpec]) -> Result<(Vec<Prepared>, Vec<Origin>), St
             path.push('?');
             path.push_str(q);
         }
-        let uri: Uri = path.parse().map_err(|e| format!("{url}: {e}"))?;
+        // The request target must be a valid URI path (as hyper checked).
+        let _: http::Uri = path.parse().map_err(|e| format!("{url}: {e}"))?;
         let mut headers = http::HeaderMap::new();
         let authority = match url.port() {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
@@ -105,10 +106,8 @@ pub fn prepare(specs: &[RequestSpec]) -> Result<(Vec<Prepared>, Vec<Origin>), St
         }
         out.push(Prepared {
             origin: index,
-            method: spec.method.clone(),
-            uri,
-            headers,
-            body: spec.body.clone(),
+            wire: h1::serialize(&spec.method, &path, &headers, &spec.body),
+            head: spec.method == http::Method::HEAD,
             check_status: spec.check_status,
             check_body: spec.check_body.as_ref().map(|s| Bytes::from(s.clone())),
         });
@@ -162,11 +161,13 @@ pub enum Outcome {
     Failed,
 }
 
-/// One open connection.
+/// A plain or TLS connection.
+type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// One open connection and its read buffer.
 struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    /// Polls the connection inside the VU's task.
-    driver: Driver,
+    io: Stream,
+    buf: ReadBuf,
 }
 
 /// The connections of one VU, one per origin.
@@ -174,6 +175,11 @@ pub struct VuClient {
     origins: Arc<[Origin]>,
     tls: Option<Arc<ClientConfig>>,
     conns: Vec<Option<Conn>>,
+    /// The request deadline, created on first use and moved forward only when
+    /// a request would outlive it (at most about once a second), so a request
+    /// costs no timer registration: a request times out between
+    /// [`REQUEST_TIMEOUT`] and one second more.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl VuClient {
@@ -184,10 +190,11 @@ impl VuClient {
             origins,
             tls,
             conns,
+            deadline: None,
         }
     }
 
-    async fn connect(&mut self, index: usize, t: &mut Timings) -> Result<(), ()> {
+    async fn connect(&self, index: usize, t: &mut Timings) -> Result<Conn, ()> {
         let origin = &self.origins[index];
         let start = Instant::now();
         let tcp = tokio::time::timeout(
@@ -199,7 +206,7 @@ impl VuClient {
         .map_err(drop)?;
         let _ = tcp.set_nodelay(true);
         t.connecting = micros(start.elapsed());
-        let conn = if origin.tls {
+        let io = if origin.tls {
             let tls = self.tls.clone().ok_or(())?;
             let name = ServerName::try_from(origin.host.clone()).map_err(drop)?;
             let hs = Instant::now();
@@ -211,104 +218,80 @@ impl VuClient {
             .map_err(drop)?
             .map_err(drop)?;
             t.tls = micros(hs.elapsed());
-            handshake(stream).await?
+            Either::Right(stream)
         } else {
-            handshake(tcp).await?
+            Either::Left(tcp)
         };
-        self.conns[index] = Some(conn);
-        Ok(())
+        Ok(Conn {
+            io,
+            buf: ReadBuf::default(),
+        })
+    }
+
+    /// The deadline for a request sent now, moved forward if needed.
+    fn deadline(&mut self, sent: Instant) -> Pin<&mut Sleep> {
+        let want = tokio::time::Instant::from_std(sent + REQUEST_TIMEOUT);
+        let sleep = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(want)));
+        if sleep.deadline() < want {
+            sleep.as_mut().reset(want + Duration::from_secs(1));
+        }
+        sleep.as_mut()
     }
 
     /// Sends `req`, connecting first when needed, and reads the whole body.
     pub async fn send(&mut self, req: &Prepared) -> (Outcome, Timings) {
         let mut t = Timings::default();
         for attempt in 0..2 {
-            let reused = match &self.conns[req.origin] {
-                Some(c) if c.driver.is_open() => true,
-                _ => {
-                    if self.connect(req.origin, &mut t).await.is_err() {
-                        self.conns[req.origin] = None;
-                        return (Outcome::ConnectFailed, t);
-                    }
-                    false
-                }
+            let (mut conn, reused) = match self.conns[req.origin].take() {
+                Some(c) => (c, true),
+                None => match self.connect(req.origin, &mut t).await {
+                    Ok(c) => (c, false),
+                    Err(()) => return (Outcome::ConnectFailed, t),
+                },
             };
-            let Some(Conn { sender, driver }) = self.conns[req.origin].as_mut() else {
-                return (Outcome::ConnectFailed, t);
-            };
-            if driver.drive(sender.ready()).await.is_err() {
-                self.conns[req.origin] = None;
-                continue;
-            }
-            let mut request = Request::new(Full::new(req.body.clone()));
-            *request.method_mut() = req.method.clone();
-            *request.uri_mut() = req.uri.clone();
-            *request.headers_mut() = req.headers.clone();
             let sent = Instant::now();
-            let exchange = async {
-                let resp = sender.send_request(request).await?;
-                let waiting = sent.elapsed();
-                let status = resp.status().as_u16();
-                let mut body = resp.into_body();
-                let mut finder = req.check_body.as_deref().map(Finder::new);
-                let mut found = false;
-                let mut bytes = 0u64;
-                while let Some(frame) = body.frame().await {
-                    if let Ok(data) = frame?.into_data() {
-                        bytes += data.len() as u64;
-                        if let (Some(f), false) = (finder.as_mut(), found) {
-                            found = f.push(&data);
-                        }
-                    }
+            let result = {
+                let exchange = h1::exchange(
+                    &mut conn.io,
+                    &mut conn.buf,
+                    &req.wire,
+                    req.head,
+                    req.check_body.as_deref(),
+                );
+                let deadline = self.deadline(sent);
+                tokio::select! {
+                    biased;
+                    r = exchange => Some(r),
+                    () = deadline => None,
                 }
-                Ok::<_, hyper::Error>((status, bytes, waiting, finder.map(|_| found)))
             };
-            let result = tokio::time::timeout(REQUEST_TIMEOUT, driver.drive(exchange)).await;
             t.duration = micros(sent.elapsed());
             match result {
-                Ok(Ok((status, bytes, waiting, body_matched))) => {
-                    t.waiting = micros(waiting);
+                Some(Ok(resp)) => {
+                    t.waiting = micros(resp.first_byte.saturating_duration_since(sent));
+                    if resp.reusable {
+                        self.conns[req.origin] = Some(conn);
+                    }
                     return (
                         Outcome::Response {
-                            status,
-                            bytes,
-                            body_matched,
+                            status: resp.status,
+                            bytes: resp.bytes,
+                            body_matched: resp.body_matched,
                         },
                         t,
                     );
                 }
-                Ok(Err(e)) => {
-                    self.conns[req.origin] = None;
-                    // A kept-alive connection the server closed before
-                    // answering: the request never ran, so it is sent again
-                    // once on a fresh connection.
-                    if reused && attempt == 0 && (e.is_canceled() || e.is_incomplete_message()) {
-                        continue;
-                    }
-                    return (Outcome::Failed, t);
-                }
-                Err(_elapsed) => {
-                    self.conns[req.origin] = None;
-                    return (Outcome::Failed, t);
-                }
+                // A kept-alive connection the server closed before answering:
+                // the request never ran, so it is sent again once on a fresh
+                // connection.
+                Some(Err(ExchangeError::NoResponse)) if reused && attempt == 0 => continue,
+                Some(Err(_)) | None => return (Outcome::Failed, t),
             }
         }
         (Outcome::Failed, t)
     }
-}
-
-async fn handshake<IO>(io: IO) -> Result<Conn, ()>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let (sender, conn) = tokio::time::timeout(CONNECT_TIMEOUT, http1::handshake(TokioIo::new(io)))
-        .await
-        .map_err(drop)?
-        .map_err(drop)?;
-    Ok(Conn {
-        sender,
-        driver: Driver::new(conn),
-    })
 }
 
 /// `d` in whole µs, saturating.

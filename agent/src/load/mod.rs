@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub mod client;
 pub mod executor;
 pub mod file;
+pub mod h1;
 pub mod metrics;
 pub mod output;
 pub mod safety;

@@ -457,7 +457,6 @@ impl Sender {
 /// probe waits on the connection, and dropped (closing it) with the hop.
 /// HTTP/1.1 spawns nothing; HTTP/2's background tasks run on a
 /// [`BoundedExecutor`]. Either way nothing outlives the attempt.
-/// Also the load client's connection driver (`load::client`).
 pub(crate) struct Driver(Option<BoxFuture<'static, ()>>);
 
 impl Driver {
@@ -469,11 +468,6 @@ impl Driver {
             // Its error also reaches the request or body future, which reports it.
             let _ = conn.await;
         })))
-    }
-
-    /// Whether the connection has not ended yet (as far as it was polled).
-    pub(crate) fn is_open(&self) -> bool {
-        self.0.is_some()
     }
 
     /// Awaits `fut` while driving the connection.
