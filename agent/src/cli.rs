@@ -89,7 +89,8 @@ enum Command {
         /// Lower the VU cap of the file.
         #[arg(long)]
         max_vus: Option<u64>,
-        /// Lower the rate cap (requests per second) of the file.
+        /// The rate cap in requests per second (default 100000, at most
+        /// 1000000); the file's options.max_rate can only lower it.
         #[arg(long)]
         max_rate: Option<u64>,
         /// No progress line.
@@ -196,6 +197,10 @@ fn load(command: Command) -> ExitCode {
     }
     if max_vus == Some(0) || max_rate == Some(0) {
         return bad("--max-vus and --max-rate must be at least 1".into());
+    }
+    let highest = load::file::HIGHEST_MAX_RATE as u64;
+    if max_rate.is_some_and(|r| r > highest) {
+        return bad(format!("--max-rate must be at most {highest}"));
     }
     let env = std::env::var(load::safety::ALLOWED_HOSTS_ENV).ok();
     let allowed = AllowedHosts::from_flags_and_env(&allow_host, env.as_deref());

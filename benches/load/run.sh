@@ -82,7 +82,7 @@ timed() {
 results="$work/results.tsv"
 : >"$results"
 for round in $(seq "$ROUNDS"); do
-  timed "$work/vantage.$round" "$AGENT" load "$work/load.toml" --threads 1 --quiet \
+  timed "$work/vantage.$round" "$AGENT" load "$work/load.toml" --threads 1 --quiet --max-rate 1000000 \
     --out "json=$work/vantage.$round.json"
   timed "$work/wrk.$round" wrk -t1 -c"$CONNS" -d"${DURATION}s" \
     -s benches/load/wrk-percentiles.lua "$URL"

@@ -18,9 +18,12 @@ use super::threshold::{self, ThresholdDef};
 
 /// Default and highest `options.max_vus`: a file (and the CLI) can only lower it.
 pub const DEFAULT_MAX_VUS: u64 = 1000;
-/// Default and highest `options.max_rate`, requests per second over all
-/// scenarios: a file (and the CLI) can only lower it.
+/// Default rate cap, requests per second over all scenarios: what a run may
+/// send unless the operator raises it (`--max-rate`); a file can only lower
+/// it.
 pub const DEFAULT_MAX_RATE: f64 = 100_000.0;
+/// Highest rate cap anyone can set (`--max-rate`, `options.max_rate`).
+pub const HIGHEST_MAX_RATE: f64 = 1_000_000.0;
 /// Default `gracefulStop` (k6).
 pub const DEFAULT_GRACEFUL_STOP: Duration = Duration::from_secs(30);
 /// Default `maxDuration` of the iteration-count executors (k6).
@@ -51,8 +54,9 @@ pub struct LoadPlan {
 pub struct Options {
     /// `max_vus`: VUs over all scenarios (default and maximum [`DEFAULT_MAX_VUS`]).
     pub max_vus: u64,
-    /// `max_rate`: requests per second over all scenarios (default and maximum
-    /// [`DEFAULT_MAX_RATE`]).
+    /// `max_rate`: requests per second over all scenarios (at most
+    /// [`HIGHEST_MAX_RATE`], the default: the run's cap, [`DEFAULT_MAX_RATE`]
+    /// unless `--max-rate` says otherwise, applies on top).
     pub max_rate: f64,
 }
 
@@ -60,7 +64,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             max_vus: DEFAULT_MAX_VUS,
-            max_rate: DEFAULT_MAX_RATE,
+            max_rate: HIGHEST_MAX_RATE,
         }
     }
 }
@@ -317,7 +321,7 @@ fn read_options(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>) -> Options {
         options.max_vus = v;
     }
     if let Ok(Some(v)) = r.optional(cx, "max_rate", |cx, f| {
-        ranged(cx, f, 1, DEFAULT_MAX_RATE as u64, "requests per second")
+        ranged(cx, f, 1, HIGHEST_MAX_RATE as u64, "requests per second")
     }) {
         options.max_rate = v as f64;
     }

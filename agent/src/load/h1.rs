@@ -162,9 +162,15 @@ struct Head {
 /// Parses one response head at the start of `data`: `Ok(None)` when more
 /// bytes are needed, else the head and its length.
 fn parse_head(data: &[u8], head_request: bool) -> Result<Option<(Head, usize)>, ExchangeError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(data) {
+    // Uninitialized slots: no 100-header memset per response.
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        data,
+        &mut headers,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(ExchangeError::Broken),

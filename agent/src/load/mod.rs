@@ -40,7 +40,8 @@ use metrics::{Shards, Stats};
 pub struct RunOptions {
     /// `--max-vus`: can only lower the file's cap.
     pub max_vus: Option<u64>,
-    /// `--max-rate`: can only lower the file's cap.
+    /// `--max-rate`: the operator's cap (default [`file::DEFAULT_MAX_RATE`]);
+    /// the file's `options.max_rate` can only lower it.
     pub max_rate: Option<f64>,
     /// Recorder shards per scenario (the worker thread count).
     pub shards: usize,
@@ -102,7 +103,8 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
         .map_or(plan.options.max_vus, |v| v.min(plan.options.max_vus));
     let max_rate = opts
         .max_rate
-        .map_or(plan.options.max_rate, |v| v.min(plan.options.max_rate));
+        .unwrap_or(file::DEFAULT_MAX_RATE)
+        .min(plan.options.max_rate);
     let needed_vus: u64 = plan.scenarios.iter().map(|s| s.executor.max_vus()).sum();
     if needed_vus > max_vus {
         return Err(LoadError::Input(format!(

@@ -448,7 +448,7 @@ async fn ramping_arrival_rate_follows_the_integral_of_the_stages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_caps_only_lower_the_file_caps() {
+async fn caps_come_from_the_operator_and_the_file_only_lowers_them() {
     let t = target(None).await;
     let file = scenario(
         "executor = \"per-vu-iterations\"\nvus = 20\niterations = 1",
@@ -471,6 +471,32 @@ async fn cli_caps_only_lower_the_file_caps() {
         "{}",
         run.stderr()
     );
+    // The rate cap is 100,000/s unless the operator raises it, to at most
+    // 1,000,000/s; a file cannot raise it on its own.
+    let fast = scenario(
+        "executor = \"constant-arrival-rate\"\nrate = 150000\nduration = \"1s\"\npreAllocatedVUs = 10",
+        &t.url("/"),
+    );
+    let run = load(
+        &format!("[options]\nmax_rate = 200000\n{fast}"),
+        &["--quiet"],
+    )
+    .await;
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("above the max_rate cap of 100000 (--max-rate)"),
+        "{}",
+        run.stderr()
+    );
+    let run = load(&fast, &["--quiet", "--max-rate", "2000000"]).await;
+    assert_eq!(run.code(), 2, "{}", run.stderr());
+    assert!(
+        run.stderr().contains("--max-rate must be at most 1000000"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(t.hits(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,10 +38,19 @@ pub(super) async fn closed<F>(
             more.clone(),
         );
         set.spawn(async move {
-            let mut done = 0;
-            while !hard.is_cancelled() && more(index, done) {
-                sc.guarded(&engine, &hard, &mut vu, None).await;
-                done += 1;
+            // One wait on `hard` for the VU's whole life rather than one per
+            // iteration: an interrupted iteration is still not counted.
+            let iterate = async {
+                let mut done = 0;
+                while more(index, done) {
+                    sc.iteration(&engine, &mut vu, None).await;
+                    done += 1;
+                }
+            };
+            tokio::select! {
+                biased;
+                () = hard.cancelled() => {}
+                () = iterate => {}
             }
             sc.release(vu);
         });
