@@ -49,6 +49,14 @@ enum Command {
         /// Probes in flight at once.
         #[arg(long, default_value_t = vantage_agent::scheduler::DEFAULT_MAX_CONCURRENT_PROBES)]
         max_concurrent_probes: usize,
+        /// Directory of the durable spool: results wait there (on disk) until
+        /// the coordinator acknowledges them. One directory per agent.
+        #[arg(long, env = "VANTAGE_SPOOL_DIR", default_value = "vantage-agent-spool")]
+        spool_dir: std::path::PathBuf,
+        /// Bound on the spool in bytes; when full the oldest results are
+        /// dropped and counted.
+        #[arg(long, default_value_t = vantage_agent::spool::DEFAULT_MAX_BYTES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=(1u64 << 40)))]
+        spool_max_bytes: usize,
     },
     /// Run one check now and print its phases, status and TLS facts.
     Probe {
@@ -117,6 +125,8 @@ pub fn execute(cli: Cli) -> ExitCode {
             region,
             name,
             max_concurrent_probes,
+            spool_dir,
+            spool_max_bytes,
         } => {
             let name = name.unwrap_or_else(default_name);
             let mut opts = AgentOptions::new(Identity {
@@ -125,6 +135,8 @@ pub fn execute(cli: Cli) -> ExitCode {
                 region,
             });
             opts.max_concurrent_probes = max_concurrent_probes;
+            opts.spool_dir = Some(spool_dir);
+            opts.spool_max_bytes = spool_max_bytes;
             match rt.block_on(vantage_agent::run(opts, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

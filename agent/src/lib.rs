@@ -45,6 +45,9 @@ pub struct AgentOptions {
     pub max_concurrent_probes: usize,
     /// Bound on the spool, in bytes.
     pub spool_max_bytes: usize,
+    /// Directory of the durable spool (sled); `None` keeps results in
+    /// memory only (lost if the agent dies).
+    pub spool_dir: Option<std::path::PathBuf>,
     /// Time allowed after shutdown to deliver spooled results.
     pub drain: Duration,
 }
@@ -56,9 +59,34 @@ impl AgentOptions {
             identity,
             max_concurrent_probes: scheduler::DEFAULT_MAX_CONCURRENT_PROBES,
             spool_max_bytes: spool::DEFAULT_MAX_BYTES,
+            spool_dir: None,
             drain: DEFAULT_DRAIN,
         }
     }
+}
+
+/// Opens the durable spool (or a memory one without `spool_dir`). A spool
+/// that cannot be read is moved aside and replaced, with an error in the log
+/// naming where it went; a spool held by another process stops the agent.
+async fn open_spool(opts: &AgentOptions) -> anyhow::Result<spool::Spool> {
+    let Some(dir) = opts.spool_dir.clone() else {
+        return Ok(spool::Spool::new(opts.spool_max_bytes));
+    };
+    let max = opts.spool_max_bytes;
+    let (spool, quarantined) = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("creating the spool directory {}: {e}", dir.display()))?;
+        spool::Spool::open_or_quarantine(&dir, max).map_err(anyhow::Error::from)
+    })
+    .await??;
+    if let Some(q) = quarantined {
+        tracing::error!(
+            error = %q.error,
+            moved_to = %q.moved_to.display(),
+            "THE SPOOL COULD NOT BE OPENED: it was moved aside and this agent starts with an empty one; results it held were not delivered (inspect or delete the moved directory)"
+        );
+    }
+    Ok(spool)
 }
 
 /// Runs the agent until `shutdown` completes, then stops in order: scheduler,
@@ -70,7 +98,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> anyh
     {
         anyhow::bail!("agent name and region must be 1-64 characters from A-Z a-z 0-9 . _ -");
     }
-    let spool = Arc::new(spool::Spool::new(opts.spool_max_bytes));
+    let spool = Arc::new(open_spool(&opts).await?);
     let (checks_tx, checks_rx) = watch::channel(Vec::new());
     let (window_tx, window_rx) = watch::channel(DEFAULT_WINDOW);
     let (results_tx, results_rx) = mpsc::channel(RESULTS_CAPACITY);

@@ -186,14 +186,34 @@ pub async fn run(
             r = results.recv() => match r {
                 Some((check, outcome)) => rec.record(&check, &outcome),
                 None => {
-                    spool.push(rec.roll(SystemTime::now(), rec.len, true));
+                    store(&spool, rec.roll(SystemTime::now(), rec.len, true)).await;
                     return;
                 }
             },
             _ = tokio::time::sleep(wait) => {
                 let len = *window_len.borrow();
-                spool.push(rec.roll(SystemTime::now(), len, false));
+                store(&spool, rec.roll(SystemTime::now(), len, false)).await;
             }
+        }
+    }
+}
+
+/// Hands closed windows to the spool, which flushes them to disk (off the
+/// async threads). A window the spool cannot store is reported and lost: it
+/// was never acknowledged to anyone.
+async fn store(spool: &Arc<Spool>, windows: Vec<vantage_proto::v1::Window>) {
+    if windows.is_empty() {
+        return;
+    }
+    let count = windows.len();
+    let s = Arc::clone(spool);
+    match tokio::task::spawn_blocking(move || s.push(windows)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::error!(windows = count, error = %e, "spool: storing windows failed, they are lost");
+        }
+        Err(e) => {
+            tracing::error!(windows = count, error = %e, "spool: the store task failed, windows lost");
         }
     }
 }

@@ -73,6 +73,8 @@ enum SessionError {
     Protocol(String),
     #[error("stream: {0}")]
     Stream(String),
+    #[error("{0}")]
+    Spool(String),
 }
 
 /// Runs sessions until `stop` fires and `drain_deadline` passes or the spool is
@@ -199,7 +201,9 @@ async fn session(
             "first message was not Welcome".into(),
         ));
     };
-    spool.rebase(w.last_stored_seq);
+    spool
+        .rebase(w.last_stored_seq)
+        .map_err(|e| SessionError::Spool(e.to_string()))?;
     if w.window_ms > 0 {
         let _ = out
             .window

@@ -73,6 +73,12 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(Bound) + Send + 'static,
 ) -> anyhow::Result<()> {
+    // The local agent's durable spool sits next to the coordinator's store.
+    let spool_dir = {
+        let mut name = config.server.data_dir.as_os_str().to_owned();
+        name.push("-agent-spool");
+        std::path::PathBuf::from(name)
+    };
     let target_addr: SocketAddr = DEMO_TARGET.parse()?;
     let listener = TcpListener::bind(target_addr)
         .await
@@ -99,14 +105,15 @@ pub async fn run(
         }
     };
     let agent_stop = stop.clone();
-    let agent = tokio::spawn(vantage_agent::run(
-        vantage_agent::AgentOptions::new(vantage_agent::Identity {
-            coordinator: format!("http://{}", bound.grpc),
-            name: "local-1".into(),
-            region: "local".into(),
-        }),
-        async move { agent_stop.cancelled().await },
-    ));
+    let mut agent_opts = vantage_agent::AgentOptions::new(vantage_agent::Identity {
+        coordinator: format!("http://{}", bound.grpc),
+        name: "local-1".into(),
+        region: "local".into(),
+    });
+    agent_opts.spool_dir = Some(spool_dir);
+    let agent = tokio::spawn(vantage_agent::run(agent_opts, async move {
+        agent_stop.cancelled().await
+    }));
     println!(
         "demo running: target http://{target_addr}/, API http://{}/api/v1/checks (Ctrl-C to stop)",
         bound.http

@@ -10,4 +10,5 @@ mod email;
 mod grpc_input;
 mod slack_receiver;
 mod smtp;
+mod spool;
 mod support;

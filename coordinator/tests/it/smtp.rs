@@ -192,7 +192,7 @@ impl SmtpServer {
         }
         let mut child = cmd.spawn().expect("spawning python3 smtp_server.py");
         let stdout = child.stdout.take().unwrap();
-        let proc = Proc { child };
+        let proc = Proc { child, spool: None };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut line = String::new();

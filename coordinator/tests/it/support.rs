@@ -20,6 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 /// nothing running.
 pub struct Proc {
     pub child: Child,
+    /// The agent's spool directory, removed with the process.
+    pub spool: Option<tempfile::TempDir>,
 }
 
 impl Drop for Proc {
@@ -127,7 +129,7 @@ pub fn start_coordinator_with(
         .spawn()
         .expect("spawning vantage-coordinator");
     let stdout = child.stdout.take().unwrap();
-    let proc = Proc { child };
+    let proc = Proc { child, spool: None };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -154,16 +156,27 @@ pub fn start_coordinator_with(
 }
 
 pub fn start_agent(grpc: SocketAddr, region: &str, name: &str) -> Proc {
+    let spool = tempfile::tempdir().expect("spool dir");
+    let mut proc = start_agent_with_spool(grpc, region, name, spool.path());
+    proc.spool = Some(spool);
+    proc
+}
+
+/// Starts an agent whose spool is `spool` (kept by the caller, so a restarted
+/// agent finds it again).
+pub fn start_agent_with_spool(grpc: SocketAddr, region: &str, name: &str, spool: &Path) -> Proc {
     let child = Command::new(agent_bin())
         .args(["run", "--coordinator"])
         .arg(format!("http://{grpc}"))
         .args(["--region", region, "--name", name])
+        .arg("--spool-dir")
+        .arg(spool)
         .env("VANTAGE_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawning vantage-agent");
-    Proc { child }
+    Proc { child, spool: None }
 }
 
 /// GET over plain HTTP/1.1; returns status and body.
@@ -330,6 +343,7 @@ pub fn free_port() -> u16 {
 /// the regions it is told to, by the agents' `X-Vantage-Region` header.
 pub struct RegionTarget {
     pub addr: SocketAddr,
+    requests: Arc<std::sync::atomic::AtomicU64>,
     failing: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>>,
     _task: tokio::task::JoinHandle<()>,
 }
@@ -347,14 +361,18 @@ impl RegionTarget {
         let failing: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>> =
             Arc::default();
         let f = Arc::clone(&failing);
+        let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = Arc::clone(&requests);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
                 let f = Arc::clone(&f);
+                let counter = Arc::clone(&counter);
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let check = req.uri().path().trim_start_matches('/').to_owned();
                         let region = req
                             .headers()
@@ -387,9 +405,15 @@ impl RegionTarget {
         });
         RegionTarget {
             addr,
+            requests,
             failing,
             _task: task,
         }
+    }
+
+    /// Requests received so far, all checks.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// URL of `check`'s endpoint.
