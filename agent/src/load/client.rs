@@ -141,6 +141,8 @@ pub struct Timings {
     pub waiting: u64,
     /// Send to last body byte.
     pub duration: u64,
+    /// Request bytes written (0 when nothing could be sent).
+    pub sent: u64,
 }
 
 /// What came back.
@@ -268,6 +270,9 @@ impl VuClient {
                 }
             };
             t.duration = micros(sent.elapsed());
+            if !matches!(result, Some(Err(ExchangeError::NoResponse))) {
+                t.sent += req.wire.len() as u64;
+            }
             match result {
                 Some(Ok(resp)) => {
                     t.waiting = micros(resp.first_byte.saturating_duration_since(sent));

@@ -134,6 +134,8 @@ pub struct Stats {
     pub dropped: u64,
     /// Response bytes read (body only).
     pub bytes_received: u64,
+    /// Request bytes written (request line, headers and body).
+    pub bytes_sent: u64,
 }
 
 impl Default for Stats {
@@ -153,6 +155,7 @@ impl Default for Stats {
             iterations: 0,
             dropped: 0,
             bytes_received: 0,
+            bytes_sent: 0,
         }
     }
 }
@@ -174,6 +177,7 @@ impl Stats {
         self.iterations += other.iterations;
         self.dropped += other.dropped;
         self.bytes_received += other.bytes_received;
+        self.bytes_sent += other.bytes_sent;
     }
 
     /// Empties every histogram and counter, keeping the allocations.
@@ -196,6 +200,7 @@ impl Stats {
         self.iterations = 0;
         self.dropped = 0;
         self.bytes_received = 0;
+        self.bytes_sent = 0;
     }
 
     /// The histogram of a trend metric.

@@ -140,6 +140,7 @@ impl Outputs {
             "checks_pass": s.checks_pass,
             "checks_fail": s.checks_fail,
             "data_received": s.bytes_received,
+            "data_sent": s.bytes_sent,
             "http_req_duration": trend_json(&s.duration),
             "http_req_duration_corrected": trend_json(&s.duration_corrected),
             "http_req_waiting": trend_json(&s.waiting),
@@ -223,6 +224,18 @@ impl Outputs {
                 metrics.insert(m.name().to_owned(), metric_json(m, all, secs));
             }
             metrics.insert(
+                "data_received".into(),
+                json!({ "count": all.bytes_received, "rate": round3(all.bytes_received as f64 / secs) }),
+            );
+            metrics.insert(
+                "data_sent".into(),
+                json!({ "count": all.bytes_sent, "rate": round3(all.bytes_sent as f64 / secs) }),
+            );
+            metrics.insert(
+                "vus_max".into(),
+                json!({ "value": scenarios.iter().map(|s| s.vus_max).sum::<u64>() }),
+            );
+            metrics.insert(
                 "http_req_duration_corrected".into(),
                 trend_json(&all.duration_corrected),
             );
@@ -254,6 +267,16 @@ impl Outputs {
             w.flush().map_err(io)?;
         }
         Ok(())
+    }
+}
+
+/// Bytes in k6's units: B, kB, MB, GB (powers of 1000).
+fn human_bytes(b: f64) -> String {
+    match b {
+        b if b >= 1e9 => format!("{:.1} GB", b / 1e9),
+        b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
+        b if b >= 1e3 => format!("{:.0} kB", b / 1e3),
+        b => format!("{b:.0} B"),
     }
 }
 
@@ -409,12 +432,19 @@ pub fn summary(
         };
         let _ = writeln!(o, "  {} {:.<32}: {value}", mark(m), m.name());
     }
-    let _ = writeln!(
-        o,
-        "    {:.<32}: {} kB",
-        "data_received",
-        all.bytes_received / 1000
-    );
+    for (name, bytes) in [
+        ("data_received", all.bytes_received),
+        ("data_sent", all.bytes_sent),
+    ] {
+        let _ = writeln!(
+            o,
+            "    {name:.<32}: {} {}/s",
+            human_bytes(bytes as f64),
+            human_bytes(bytes as f64 / secs)
+        );
+    }
+    let vus_max: u64 = scenarios.iter().map(|s| s.vus_max).sum();
+    let _ = writeln!(o, "    {:.<32}: {vus_max}", "vus_max");
     if scenarios
         .iter()
         .any(|s| s.scenario.executor.is_open_model())

@@ -192,6 +192,17 @@ async fn per_vu_iterations_run_every_request_of_every_iteration() {
     assert_eq!(t.hits(), 40);
     assert_eq!(run.metric("iterations")["count"], 20);
     assert_eq!(run.summary()["scenarios"][0]["vus_max"], 4);
+    // data_sent counts every byte written: 20 GETs, and 20 POSTs that are 31
+    // bytes longer ("POST", "/second", content-length: 5, the body).
+    let authority = t
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let get = format!("GET / HTTP/1.1\r\nhost: {authority}\r\nuser-agent: vantage-load/0.1\r\n\r\n")
+        .len() as u64;
+    assert_eq!(run.metric("data_sent")["count"], 20 * get + 20 * (get + 31));
+    assert!(run.stdout().contains("data_sent"), "{}", run.stdout());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

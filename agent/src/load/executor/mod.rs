@@ -139,6 +139,7 @@ impl ScenarioRun {
             let (outcome, t) = vu.client.send(req).await;
             let mut s = self.shards.lock(vu.index);
             s.reqs += 1;
+            s.bytes_sent += t.sent;
             if t.connecting > 0 || t.tls > 0 || !matches!(outcome, Outcome::ConnectFailed) {
                 record(&mut s.connecting, t.connecting);
                 record(&mut s.tls, t.tls);
