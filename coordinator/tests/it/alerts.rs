@@ -655,13 +655,19 @@ comment = "planned work"
         "{ev:?}"
     );
     assert_eq!(ev.len(), 3, "{ev:?}");
-    let alerts = get_json(http, "/api/v1/alerts").await;
-    let maint = alerts["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["subject"] == "maint" && a["rule"] == "down")
-        .unwrap_or_else(|| panic!("maint is not firing: {alerts}"));
+    // After the us agent's return its quorum builds up again, so the
+    // maint alert may take a few windows to be firing once more.
+    let maint = eventually(Duration::from_secs(30), || async {
+        let alerts = get_json(http, "/api/v1/alerts").await;
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["subject"] == "maint" && a["rule"] == "down" && a["status"] == "firing")
+            .cloned()
+    })
+    .await
+    .unwrap_or_else(|| panic!("maint is not firing: {}", "see /api/v1/alerts"));
     assert_eq!(
         (maint["status"].as_str(), maint["notified"].as_bool()),
         (Some("firing"), Some(false))
