@@ -57,6 +57,17 @@ enum Command {
         /// dropped and counted.
         #[arg(long, default_value_t = vantage_agent::spool::DEFAULT_MAX_BYTES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=(1u64 << 40)))]
         spool_max_bytes: usize,
+        /// Allow coordinator-driven load to this host besides loopback
+        /// (repeatable; also VANTAGE_LOAD_ALLOWED_HOSTS, comma-separated).
+        #[arg(long, value_name = "HOST")]
+        load_allow_host: Vec<String>,
+        /// Most VUs a coordinator-driven load run may use on this agent.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=vantage_agent::load::file::DEFAULT_MAX_VUS))]
+        load_max_vus: Option<u64>,
+        /// Most requests per second a coordinator-driven load run may send
+        /// from this agent (default 100000).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=vantage_agent::load::file::HIGHEST_MAX_RATE as u64))]
+        load_max_rate: Option<u64>,
     },
     /// Run one check now and print its phases, status and TLS facts.
     Probe {
@@ -127,6 +138,9 @@ pub fn execute(cli: Cli) -> ExitCode {
             max_concurrent_probes,
             spool_dir,
             spool_max_bytes,
+            load_allow_host,
+            load_max_vus,
+            load_max_rate,
         } => {
             let name = name.unwrap_or_else(default_name);
             let mut opts = AgentOptions::new(Identity {
@@ -137,6 +151,15 @@ pub fn execute(cli: Cli) -> ExitCode {
             opts.max_concurrent_probes = max_concurrent_probes;
             opts.spool_dir = Some(spool_dir);
             opts.spool_max_bytes = spool_max_bytes;
+            let env = std::env::var(vantage_agent::load::safety::ALLOWED_HOSTS_ENV).ok();
+            opts.load = vantage_agent::load::remote::Limits {
+                allowed: vantage_agent::load::safety::AllowedHosts::from_flags_and_env(
+                    &load_allow_host,
+                    env.as_deref(),
+                ),
+                max_vus: load_max_vus,
+                max_rate: load_max_rate.map(|r| r as f64),
+            };
             match rt.block_on(vantage_agent::run(opts, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -246,6 +269,7 @@ fn load(command: Command) -> ExitCode {
         json,
         hlog,
         progress: (!quiet).then(|| std::io::stderr().is_terminal()),
+        remote: None,
     };
     match rt.block_on(load::run(plan, opts)) {
         Ok(report) => {

@@ -48,6 +48,8 @@ pub struct AgentOptions {
     /// Directory of the durable spool (sled); `None` keeps results in
     /// memory only (lost if the agent dies).
     pub spool_dir: Option<std::path::PathBuf>,
+    /// What the coordinator may make this agent send (distributed load).
+    pub load: load::remote::Limits,
     /// Time allowed after shutdown to deliver spooled results.
     pub drain: Duration,
 }
@@ -60,6 +62,7 @@ impl AgentOptions {
             max_concurrent_probes: scheduler::DEFAULT_MAX_CONCURRENT_PROBES,
             spool_max_bytes: spool::DEFAULT_MAX_BYTES,
             spool_dir: None,
+            load: load::remote::Limits::default(),
             drain: DEFAULT_DRAIN,
         }
     }
@@ -118,6 +121,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> anyh
         session::Outputs {
             checks: checks_tx,
             window: window_tx,
+            loads: load::remote::Runner::new(opts.load.clone()),
         },
         stop_session.clone(),
         opts.drain,

@@ -14,6 +14,7 @@ use tonic::transport::Endpoint;
 use vantage_proto::spec::{Check, ProbeKind};
 use vantage_proto::v1::{self, agent_message, coordinator_message, AgentMessage};
 
+use crate::load::remote::Runner;
 use crate::spool::Spool;
 
 /// Dial timeout. The session itself has no request timeout: `Endpoint::timeout`
@@ -57,6 +58,8 @@ pub struct Outputs {
     pub checks: watch::Sender<Vec<Check>>,
     /// The window length chosen by the coordinator.
     pub window: watch::Sender<Duration>,
+    /// Runs the coordinator's load commands.
+    pub loads: Arc<Runner>,
 }
 
 enum Ended {
@@ -250,6 +253,8 @@ async fn session(
                 Ok(Some(m)) => match m.msg {
                     Some(coordinator_message::Msg::Ack(a)) => spool.ack(a.seq),
                     Some(coordinator_message::Msg::Assignment(a)) => apply_assignment(out, a),
+                    Some(coordinator_message::Msg::LoadStart(l)) => out.loads.start(l, tx.clone()),
+                    Some(coordinator_message::Msg::LoadAbort(a)) => out.loads.abort(&a.run_id, &a.reason),
                     Some(coordinator_message::Msg::Welcome(_)) | None => {
                         return Err(SessionError::Protocol("unexpected message".into()))
                     }

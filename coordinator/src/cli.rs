@@ -42,10 +42,51 @@ enum Command {
         /// Path of the TOML config.
         file: PathBuf,
     },
+    /// Distributed load runs through a running coordinator.
+    Loadtest {
+        #[command(subcommand)]
+        command: LoadtestCommand,
+    },
 }
+
+#[derive(Subcommand)]
+enum LoadtestCommand {
+    /// Run a load file on the agents of some regions, print live progress and
+    /// the k6-style summary. Exit 0 when every threshold passed, 99 when one
+    /// failed, 2 for a refused file or request, 1 for other errors.
+    Run {
+        /// The load file (see README, "Load tests").
+        file: PathBuf,
+        /// Comma-separated regions whose agents share the load.
+        #[arg(long, value_delimiter = ',', required = true)]
+        regions: Vec<String>,
+        /// The coordinator's HTTP API.
+        #[arg(long, env = "VANTAGE_API", default_value = "http://127.0.0.1:7080")]
+        api: String,
+        /// No progress line.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+}
+
+/// `loadtest run`: a threshold failed (the k6 contract).
+const EXIT_THRESHOLDS_FAILED: u8 = 99;
+/// `loadtest run`: the file or request was refused.
+const EXIT_LOAD_BAD_INPUT: u8 = 2;
+/// `loadtest run`: anything else.
+const EXIT_LOAD_ERROR: u8 = 1;
 
 pub fn execute(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Loadtest {
+            command:
+                LoadtestCommand::Run {
+                    file,
+                    regions,
+                    api,
+                    quiet,
+                },
+        } => loadtest_run(&file, regions, &api, quiet),
         Command::Validate { file } => match config::load(&file) {
             Ok(cfg) => {
                 println!("{}: ok ({} checks)", file.display(), cfg.checks.len());
@@ -129,4 +170,145 @@ pub async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// `vantage-coordinator loadtest run`.
+fn loadtest_run(file: &std::path::Path, regions: Vec<String>, api: &str, quiet: bool) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: reading {}: {e}", file.display());
+            return ExitCode::from(EXIT_LOAD_BAD_INPUT);
+        }
+    };
+    let Some(addr) = api
+        .strip_prefix("http://")
+        .map(|rest| rest.trim_end_matches('/').to_owned())
+    else {
+        eprintln!("error: --api must be an http:// URL of the coordinator's API");
+        return ExitCode::from(EXIT_LOAD_BAD_INPUT);
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(EXIT_LOAD_ERROR);
+        }
+    };
+    rt.block_on(async move {
+        let body = serde_json::json!({ "file": text, "regions": regions }).to_string();
+        let (status, created) =
+            match api_call(&addr, "POST", "/api/v1/loadtests", Some(&body)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {api}: {e}");
+                    return ExitCode::from(EXIT_LOAD_ERROR);
+                }
+            };
+        if status != 201 {
+            let msg = created["error"].as_str().unwrap_or("refused").to_owned();
+            eprintln!("error: {msg}");
+            return ExitCode::from(if (400..500).contains(&status) {
+                EXIT_LOAD_BAD_INPUT
+            } else {
+                EXIT_LOAD_ERROR
+            });
+        }
+        let id = created["id"].as_str().unwrap_or_default().to_owned();
+        if !quiet {
+            eprintln!(
+                "load run {id} created on {} agent(s)",
+                created["agents"].as_array().map_or(0, Vec::len)
+            );
+        }
+        let path = format!("/api/v1/loadtests/{id}");
+        let mut failures = 0;
+        let result = loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            match api_call(&addr, "GET", &path, None).await {
+                Ok((200, v)) => {
+                    failures = 0;
+                    if !v["verdict"].is_null() {
+                        break v;
+                    }
+                    if !quiet {
+                        let m = &v["metrics"];
+                        eprint!(
+                            "\r{} {:>6.1}s  {:>9} reqs  {:>9.1}/s  p95 {:>8} ms  failed {}   ",
+                            v["state"].as_str().unwrap_or(""),
+                            v["elapsed_s"].as_f64().unwrap_or(0.0),
+                            m["http_reqs"],
+                            m["http_reqs_rate"].as_f64().unwrap_or(0.0),
+                            m["http_req_duration"]["p95"],
+                            m["http_req_failed"],
+                        );
+                    }
+                }
+                Ok((status, v)) => {
+                    eprintln!("\nerror: GET {path}: {status} {v}");
+                    return ExitCode::from(EXIT_LOAD_ERROR);
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures >= 10 {
+                        eprintln!("\nerror: {api}: {e}");
+                        return ExitCode::from(EXIT_LOAD_ERROR);
+                    }
+                }
+            }
+        };
+        if !quiet {
+            eprintln!();
+        }
+        print!("{}", result["summary"].as_str().unwrap_or(""));
+        match result["verdict"].as_str() {
+            Some("passed") => ExitCode::SUCCESS,
+            Some("thresholds_failed") => ExitCode::from(EXIT_THRESHOLDS_FAILED),
+            _ => ExitCode::from(EXIT_LOAD_ERROR),
+        }
+    })
+}
+
+/// One HTTP/1.1 request to the API (`Connection: close`); the status and the
+/// JSON body.
+async fn api_call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, serde_json::Value), String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let io = |e: std::io::Error| e.to_string();
+    let mut s = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .map_err(|_| "connect timed out".to_owned())?
+    .map_err(io)?;
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.map_err(io)?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(30), s.read_to_end(&mut buf))
+        .await
+        .map_err(|_| "the API did not answer within 30 s".to_owned())?
+        .map_err(io)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, payload) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| "malformed HTTP response".to_owned())?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| "malformed status line".to_owned())?;
+    let json = serde_json::from_str(payload).unwrap_or(serde_json::Value::Null);
+    Ok((status, json))
 }

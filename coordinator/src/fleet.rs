@@ -122,6 +122,28 @@ pub struct Fleet {
     next_session: AtomicU64,
     assignment_version: AtomicU64,
     ingested: tokio::sync::Notify,
+    /// Where agents' load-run reports go ([`Fleet::load_events`]).
+    load_events: Mutex<Option<mpsc::Sender<LoadEvent>>>,
+}
+
+/// Load-run reports queued for the manager.
+const LOAD_EVENTS_QUEUE: usize = 1024;
+
+/// What agents say about distributed load runs, for the load-run manager.
+#[derive(Debug)]
+pub enum LoadEvent {
+    /// A progress or final message.
+    Progress {
+        /// The agent.
+        agent: String,
+        /// Its message.
+        progress: Box<v1::LoadProgress>,
+    },
+    /// The agent's session ended.
+    Gone {
+        /// The agent.
+        agent: String,
+    },
 }
 
 /// FNV-1a, 64 bit: a stable hash for rendezvous placement, so assignments do not
@@ -148,7 +170,36 @@ impl Fleet {
             next_session: AtomicU64::new(1),
             assignment_version: AtomicU64::new(0),
             ingested: tokio::sync::Notify::new(),
+            load_events: Mutex::new(None),
         })
+    }
+
+    /// Agents' load-run reports from now on (one receiver: a new call
+    /// replaces the previous one). Bounded: when the receiver lags, the
+    /// reporting agents' sessions wait, so no report is lost.
+    pub fn load_events(&self) -> mpsc::Receiver<LoadEvent> {
+        let (tx, rx) = mpsc::channel(LOAD_EVENTS_QUEUE);
+        *self.load_events.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
+    }
+
+    async fn load_event(&self, event: LoadEvent) {
+        let tx = self
+            .load_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(tx) = tx {
+            let _ = tx.send(event).await;
+        }
+    }
+
+    /// Queues `msg` for connected agent `agent`; false when it is not
+    /// connected or its outbound queue is full.
+    pub fn send_to(&self, agent: &str, msg: CoordinatorMessage) -> bool {
+        self.lock()
+            .get(agent)
+            .is_some_and(|s| s.tx.try_send(Ok(msg)).is_ok())
     }
 
     /// Signalled after each newly stored batch, so evaluation can run on
@@ -416,6 +467,13 @@ impl Fleet {
                         }
                     }
                     Some(agent_message::Msg::Heartbeat(_)) => {}
+                    Some(agent_message::Msg::LoadProgress(progress)) => {
+                        self.load_event(LoadEvent::Progress {
+                            agent: agent.clone(),
+                            progress: Box::new(progress),
+                        })
+                        .await;
+                    }
                     Some(agent_message::Msg::Hello(_)) => {
                         return Err(FleetError::Invalid("Hello sent twice".into()))
                     }
@@ -454,6 +512,10 @@ impl Fleet {
         }
         if removed {
             self.reassign(&region);
+            self.load_event(LoadEvent::Gone {
+                agent: agent.clone(),
+            })
+            .await;
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod config;
 pub mod demo;
 pub mod eval;
 pub mod fleet;
+pub mod loadtest;
 pub mod secret;
 pub mod store;
 
@@ -105,6 +106,7 @@ pub async fn run(
         );
     }
     let store: Arc<dyn Store> = sled.clone();
+    let load_runs: Arc<dyn loadtest::LoadRunStore> = sled.clone();
     let alerts: Arc<dyn AlertStore> = sled;
     let channels = alert::build_channels(&config.channels)?;
 
@@ -121,6 +123,12 @@ pub async fn run(
 
     let fleet = fleet::Fleet::new(Arc::clone(&config), Arc::clone(&store));
     let token = CancellationToken::new();
+    let loadtests = loadtest::LoadTests::start(
+        Arc::clone(&fleet),
+        load_runs,
+        Arc::clone(&config),
+        token.clone(),
+    );
     let alerting = alert::start(
         Arc::clone(&config),
         Arc::clone(&store),
@@ -153,6 +161,7 @@ pub async fn run(
         store: Arc::clone(&store),
         fleet,
         alerts,
+        loadtests,
     });
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)

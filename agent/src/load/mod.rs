@@ -28,6 +28,7 @@ pub mod file;
 pub mod h1;
 pub mod metrics;
 pub mod output;
+pub mod remote;
 pub mod safety;
 pub mod threshold;
 
@@ -53,6 +54,19 @@ pub struct RunOptions {
     pub ca_file: Option<String>,
     /// Progress on stderr: `None` for `--quiet`, else whether stderr is a TTY.
     pub progress: Option<bool>,
+    /// Set when the coordinator drives the run (a share of a distributed run).
+    pub remote: Option<RemoteHooks>,
+}
+
+/// How a coordinator-driven run is stopped and observed.
+#[derive(Debug, Clone)]
+pub struct RemoteHooks {
+    /// Cancelled to abort the run (a `LoadAbort`, or the session is gone).
+    pub abort: CancellationToken,
+    /// Receives every interval's stats and the VU count, then the rest after
+    /// the last fold; closed when the run returns. When it is full the
+    /// collector waits (VUs keep recording into the shards): nothing is lost.
+    pub intervals: tokio::sync::mpsc::Sender<(Stats, u64)>,
 }
 
 /// How a run ended.
@@ -148,7 +162,10 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
     let engine = Arc::new(Engine {
         vu_permits: Arc::new(Semaphore::new(max_vus as usize)),
         rate: RateCap::new(max_rate),
-        abort: CancellationToken::new(),
+        abort: opts
+            .remote
+            .as_ref()
+            .map_or_else(CancellationToken::new, |r| r.abort.child_token()),
     });
     let planned = plan
         .scenarios
@@ -217,6 +234,9 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
             .map_err(LoadError::Other)?;
         let elapsed = now - start;
         let vus: u64 = runs.iter().map(|s| s.vus.load(Ordering::Relaxed)).sum();
+        if let Some(r) = &opts.remote {
+            let _ = r.intervals.send((merged_interval.clone(), vus)).await;
+        }
         out.progress(elapsed, planned, &merged_interval, interval_len, &all, vus);
         if second == 1
             && merged_interval.reqs > 0
@@ -240,11 +260,18 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
     while set.join_next().await.is_some() {}
     // Whatever was recorded after the last fold.
     let rest = &mut merged_interval;
+    let mut rest_all = Stats::default();
     for (sc, t) in runs.iter().zip(totals.iter_mut()) {
         rest.reset();
         sc.shards.drain_into(rest);
         t.total.add(rest);
         all.merge(rest);
+        rest_all.merge(rest);
+    }
+    if let Some(r) = &opts.remote {
+        if rest_all.reqs > 0 || rest_all.iterations > 0 || rest_all.dropped > 0 {
+            let _ = r.intervals.send((rest_all, 0)).await;
+        }
     }
     let elapsed = start.elapsed();
     let results: Vec<output::ThresholdResult> = plan

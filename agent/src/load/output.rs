@@ -386,12 +386,17 @@ pub fn summary(
 ) -> String {
     let mut o = String::new();
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let _ = writeln!(
-        o,
-        "\n  scenarios: {} scenario(s), ran for {}",
-        scenarios.len(),
-        dur(elapsed)
-    );
+    if scenarios.is_empty() {
+        // A caller with no per-scenario counts (a distributed run's merge).
+        let _ = writeln!(o, "\n  ran for {}", dur(elapsed));
+    } else {
+        let _ = writeln!(
+            o,
+            "\n  scenarios: {} scenario(s), ran for {}",
+            scenarios.len(),
+            dur(elapsed)
+        );
+    }
     for s in scenarios {
         let _ = writeln!(
             o,

@@ -25,6 +25,7 @@ use crate::alert::store::AlertStore;
 use crate::config::{CheckConfig, Config};
 
 pub mod alerts;
+mod loadtests;
 
 /// Largest request body accepted (RELIABILITY.md API4).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -48,6 +49,8 @@ pub struct ApiState {
     pub fleet: Arc<Fleet>,
     /// Alert state, outbox and silences.
     pub alerts: Arc<dyn AlertStore>,
+    /// Distributed load runs.
+    pub loadtests: Arc<crate::loadtest::LoadTests>,
 }
 
 /// The API router.
@@ -60,7 +63,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/alerts", get(alerts::list))
         .route("/api/v1/silences", post(alerts::create))
         .route("/api/v1/silences/{id}", delete(alerts::delete))
+        .route("/api/v1/loadtests", get(loadtests::list))
+        .route("/api/v1/loadtests/{id}", get(loadtests::get_one))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A load file may be larger than other bodies (JSON-escaped, so
+        // twice the file limit).
+        .merge(
+            Router::new()
+                .route("/api/v1/loadtests", post(loadtests::create))
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    2 * crate::loadtest::MAX_FILE_BYTES,
+                )),
+        )
         .with_state(state)
 }
 

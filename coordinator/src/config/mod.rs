@@ -21,6 +21,11 @@
 //! interval = "30s"                  # default 30s; 200ms to 24h
 //! timeout = "10s"                   # default min(10s, interval); at most interval and 2m
 //! url = "https://example.com/"      # http: required
+//!
+//! [load]                            # optional: distributed load runs
+//! allowed_hosts = ["staging.example.com"]  # besides loopback; default none
+//! max_rate = 100000                 # default; requests/s of one run (1 to 1000000)
+//! max_vus = 1000                    # default; VUs of one run (1 to 1000)
 //! ```
 //!
 //! Durations are strings of `<whole number><unit>` groups with the units `ms`,
@@ -116,6 +121,31 @@ pub struct Config {
     pub channels: Vec<crate::alert::ChannelConfig>,
     /// The `[[maintenance]]` windows.
     pub maintenance: Vec<Maintenance>,
+    /// The `[load]` table: where distributed load runs may go, and how hard.
+    pub load: LoadConfig,
+}
+
+/// The `[load]` table, defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadConfig {
+    /// `allowed_hosts`: hosts load runs may target besides loopback (names or
+    /// IP literals, compared case-insensitively). Default none.
+    pub allowed_hosts: Vec<String>,
+    /// `max_rate`: requests per second of one run, all agents together.
+    /// Default 100000.
+    pub max_rate: u64,
+    /// `max_vus`: VUs of one run, all agents together. Default 1000.
+    pub max_vus: u64,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            allowed_hosts: Vec::new(),
+            max_rate: 100_000,
+            max_vus: 1000,
+        }
+    }
 }
 
 /// The `[server]` table, defaults applied.
@@ -220,6 +250,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigErrors> {
     let checks = check::read_checks(&mut cx, &mut root, &channel_names);
     let names: Vec<&str> = checks.iter().map(|c| c.check.name.as_str()).collect();
     let maintenance = alerting::read_maintenance(&mut cx, &mut root, &names);
+    let load = read_load(&mut cx, &mut root);
     root.finish(&mut cx);
 
     let errors = cx.into_errors();
@@ -231,6 +262,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigErrors> {
             alerting,
             channels,
             maintenance,
+            load,
         })
     } else {
         Err(ConfigErrors(errors))
@@ -326,6 +358,63 @@ fn read_server(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>, base_dir: &Path
     }
     r.finish(cx);
     server
+}
+
+fn read_load(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>) -> LoadConfig {
+    let mut load = LoadConfig::default();
+    let Some(field) = root.field("load") else {
+        return load;
+    };
+    let Ok(mut r) = field.table(cx, "a table ([load])") else {
+        return load;
+    };
+    if let Ok(Some(hosts)) = r.optional(cx, "allowed_hosts", |cx, f| {
+        let mut out = Vec::new();
+        let mut bad = None;
+        for item in f.array(cx, "an array of host names or IP addresses")? {
+            let Ok(h) = reader::string(cx, &item) else {
+                continue;
+            };
+            let bare = h.trim_start_matches('[').trim_end_matches(']');
+            if bare.is_empty()
+                || bare.contains(['/', ':', ' ', '@']) && bare.parse::<std::net::Ipv6Addr>().is_err()
+            {
+                bad = Some(item.error(
+                    cx,
+                    format!("{h:?} is not a host: give a name or an IP address, without scheme, port or path"),
+                ));
+                continue;
+            }
+            out.push(bare.to_ascii_lowercase());
+        }
+        match bad {
+            Some(reported) => Err(reported),
+            None => Ok(out),
+        }
+    }) {
+        load.allowed_hosts = hosts;
+    }
+    let cap = |name: &'static str, max: u64| {
+        move |cx: &mut Ctx<'_>, f: &Field<'_, '_>| {
+            let expected = format!("an integer from 1 to {max}");
+            let n = reader::integer(cx, f, &expected)?;
+            match u64::try_from(n) {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(f.error(
+                    cx,
+                    format!("{n} is out of range for {name}: use 1 to {max}"),
+                )),
+            }
+        }
+    };
+    if let Ok(Some(v)) = r.optional(cx, "max_rate", cap("max_rate", 1_000_000)) {
+        load.max_rate = v;
+    }
+    if let Ok(Some(v)) = r.optional(cx, "max_vus", cap("max_vus", 1000)) {
+        load.max_vus = v;
+    }
+    r.finish(cx);
+    load
 }
 
 fn listen_addr(cx: &mut Ctx<'_>, f: &Field<'_, '_>) -> Result<SocketAddr, Reported> {

@@ -8,6 +8,7 @@ mod config;
 mod e2e;
 mod email;
 mod grpc_input;
+mod loadtests;
 mod slack_receiver;
 mod smtp;
 mod spool;

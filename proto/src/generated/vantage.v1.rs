@@ -2,7 +2,7 @@
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AgentMessage {
-    #[prost(oneof = "agent_message::Msg", tags = "1, 2, 3")]
+    #[prost(oneof = "agent_message::Msg", tags = "1, 2, 3, 4")]
     pub msg: ::core::option::Option<agent_message::Msg>,
 }
 /// Nested message and enum types in `AgentMessage`.
@@ -16,12 +16,14 @@ pub mod agent_message {
         Results(super::ResultBatch),
         #[prost(message, tag = "3")]
         Heartbeat(super::Heartbeat),
+        #[prost(message, tag = "4")]
+        LoadProgress(super::LoadProgress),
     }
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CoordinatorMessage {
-    #[prost(oneof = "coordinator_message::Msg", tags = "1, 2, 3")]
+    #[prost(oneof = "coordinator_message::Msg", tags = "1, 2, 3, 4, 5")]
     pub msg: ::core::option::Option<coordinator_message::Msg>,
 }
 /// Nested message and enum types in `CoordinatorMessage`.
@@ -35,6 +37,10 @@ pub mod coordinator_message {
         Assignment(super::Assignment),
         #[prost(message, tag = "3")]
         Ack(super::Ack),
+        #[prost(message, tag = "4")]
+        LoadStart(super::LoadStart),
+        #[prost(message, tag = "5")]
+        LoadAbort(super::LoadAbort),
     }
 }
 /// First message of every session.
@@ -258,6 +264,96 @@ pub struct TlsFacts {
 pub struct Ack {
     #[prost(uint64, tag = "1")]
     pub seq: u64,
+}
+/// Distributed load runs. The coordinator sends each chosen agent the load file
+/// and its share; every agent runs its share from the agreed instant and
+/// reports each second's measurements, then a final message.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LoadStart {
+    /// Run id: \[A-Za-z0-9-\]{1,64}.
+    #[prost(string, tag = "1")]
+    pub run_id: ::prost::alloc::string::String,
+    /// The load file (TOML), as posted; the agent parses and checks it itself
+    /// against its own allowed hosts and caps.
+    #[prost(string, tag = "2")]
+    pub plan_toml: ::prost::alloc::string::String,
+    /// This agent's share: index in 0..agent_count.
+    #[prost(uint32, tag = "3")]
+    pub agent_index: u32,
+    #[prost(uint32, tag = "4")]
+    pub agent_count: u32,
+    /// When every agent starts, unix milliseconds.
+    #[prost(int64, tag = "5")]
+    pub start_unix_ms: i64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LoadAbort {
+    #[prost(string, tag = "1")]
+    pub run_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+}
+/// One second of an agent's share (or, with `done`, the rest up to its end).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LoadProgress {
+    #[prost(string, tag = "1")]
+    pub run_id: ::prost::alloc::string::String,
+    /// 1, 2, ... in order; the final message carries the partial last interval.
+    #[prost(uint64, tag = "2")]
+    pub second: u64,
+    #[prost(message, optional, tag = "3")]
+    pub stats: ::core::option::Option<LoadStats>,
+    /// The agent's share ended (finished, aborted, or failed: see `error`).
+    #[prost(bool, tag = "4")]
+    pub done: bool,
+    /// Why the share could not run or stopped early (empty when it ran).
+    #[prost(string, tag = "5")]
+    pub error: ::prost::alloc::string::String,
+    /// The share was stopped by a LoadAbort.
+    #[prost(bool, tag = "6")]
+    pub aborted: bool,
+}
+/// Measurements of one interval: histograms in µs (HdrHistogram V2 + deflate),
+/// counters as k6 counts them.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LoadStats {
+    #[prost(bytes = "vec", tag = "1")]
+    pub http_req_duration: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub http_req_duration_corrected: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    pub http_req_waiting: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "4")]
+    pub http_req_connecting: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "5")]
+    pub http_req_tls_handshaking: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "6")]
+    pub iteration_duration: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint64, tag = "7")]
+    pub http_reqs: u64,
+    #[prost(uint64, tag = "8")]
+    pub http_req_failed: u64,
+    #[prost(uint64, tag = "9")]
+    pub connect_errors: u64,
+    #[prost(uint64, tag = "10")]
+    pub checks_pass: u64,
+    #[prost(uint64, tag = "11")]
+    pub checks_fail: u64,
+    #[prost(uint64, tag = "12")]
+    pub iterations: u64,
+    #[prost(uint64, tag = "13")]
+    pub dropped_iterations: u64,
+    #[prost(uint64, tag = "14")]
+    pub data_received: u64,
+    #[prost(uint64, tag = "15")]
+    pub data_sent: u64,
+    /// VUs allocated at the end of the interval.
+    #[prost(uint64, tag = "16")]
+    pub vus: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

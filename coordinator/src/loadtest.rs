@@ -1,0 +1,656 @@
+//! Distributed load runs: `POST /api/v1/loadtests` and what follows.
+//!
+//! A run is created from a load file (the agent's format, parsed by the same
+//! code) and a list of regions. The coordinator checks the file against its
+//! own `[load]` allow-list and caps, picks every connected agent of those
+//! regions, and sends each a `LoadStart` with its index and one start instant
+//! two seconds ahead. Agents stream one `LoadProgress` per second; each is
+//! merged into the run's fleet-wide [`Stats`] as it arrives, and the file's
+//! thresholds are evaluated on the merged data after every report: a failing
+//! `abort_on_fail` threshold sends `LoadAbort` to every agent of the run. The
+//! run ends when every agent has sent its final message; its result is
+//! stored in sled (tree `loadruns`) and served by `GET /api/v1/loadtests/{id}`.
+//!
+//! Failure handling: an agent that refuses its share, loses its session or
+//! stays silent for [`SILENCE_LIMIT`] ends the run for everyone (state
+//! `error`, the others aborted): a fleet-wide figure missing a region is not
+//! the answer that was asked for. An agent runs one load run at a time, so a
+//! run needing a busy agent is refused (409).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use vantage_agent::load::file::{self, LoadPlan};
+use vantage_agent::load::metrics::Stats;
+use vantage_agent::load::output::{self, ThresholdResult};
+use vantage_agent::load::remote;
+use vantage_agent::load::safety::AllowedHosts;
+use vantage_agent::load::{threshold, Verdict};
+use vantage_proto::histogram;
+use vantage_proto::v1::{self, coordinator_message, CoordinatorMessage};
+
+use crate::config::Config;
+use crate::fleet::{Fleet, LoadEvent};
+use crate::store::{SledStore, StoreError};
+
+/// Time between the creation of a run and its agreed start.
+pub const START_LEAD: Duration = Duration::from_secs(2);
+/// An agent silent this long during a run ends it.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(10);
+/// Largest load file accepted by the API.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+/// Finished runs kept in memory (older ones are read from the store).
+const KEEP_IN_MEMORY: usize = 50;
+
+/// Stored load-run results.
+pub trait LoadRunStore: Send + Sync + 'static {
+    /// Stores the result of run `id` durably.
+    fn put_load_run(&self, id: &str, result: &[u8]) -> Result<(), StoreError>;
+    /// The stored result of run `id`.
+    fn load_run(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Ids of stored runs, oldest first.
+    fn load_run_ids(&self) -> Result<Vec<String>, StoreError>;
+}
+
+impl LoadRunStore for SledStore {
+    fn put_load_run(&self, id: &str, result: &[u8]) -> Result<(), StoreError> {
+        self.db().open_tree("loadruns")?.insert(id, result)?;
+        self.db().flush()?;
+        Ok(())
+    }
+
+    fn load_run(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db()
+            .open_tree("loadruns")?
+            .get(id)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn load_run_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        for key in self.db().open_tree("loadruns")?.iter().keys() {
+            ids.push(String::from_utf8_lossy(&key?).into_owned());
+        }
+        Ok(ids)
+    }
+}
+
+/// Why a run could not be created: an HTTP status and a message for the user.
+#[derive(Debug)]
+pub struct Refused {
+    /// 400, 409 or 503.
+    pub status: u16,
+    /// What to fix.
+    pub message: String,
+}
+
+fn refused(status: u16, message: impl Into<String>) -> Refused {
+    Refused {
+        status,
+        message: message.into(),
+    }
+}
+
+struct AgentState {
+    name: String,
+    region: String,
+    seconds: u64,
+    done: bool,
+    aborted: bool,
+    error: Option<String>,
+    totals: Stats,
+    last_report: tokio::time::Instant,
+}
+
+struct Run {
+    id: String,
+    regions: Vec<String>,
+    plan: LoadPlan,
+    created_unix_ms: i64,
+    start_unix_ms: i64,
+    start: tokio::time::Instant,
+    agents: Vec<AgentState>,
+    merged: Stats,
+    /// Set when an abort was sent: why, when, and whether a threshold did it.
+    abort: Option<(String, i64, bool)>,
+    finished: Option<Value>,
+}
+
+/// The load runs of this coordinator.
+pub struct LoadTests {
+    fleet: Arc<Fleet>,
+    store: Arc<dyn LoadRunStore>,
+    config: Arc<Config>,
+    runs: Mutex<HashMap<String, Run>>,
+}
+
+impl LoadTests {
+    /// Starts the manager: it follows the agents' reports until `stop`.
+    pub fn start(
+        fleet: Arc<Fleet>,
+        store: Arc<dyn LoadRunStore>,
+        config: Arc<Config>,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        let events = fleet.load_events();
+        let me = Arc::new(LoadTests {
+            fleet,
+            store,
+            config,
+            runs: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(Arc::clone(&me).follow(events, stop));
+        me
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Run>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Validates and starts a run; returns its view.
+    pub fn create(&self, file_text: &str, regions: &[String]) -> Result<Value, Refused> {
+        if file_text.len() > MAX_FILE_BYTES {
+            return Err(refused(
+                400,
+                format!("file: larger than {MAX_FILE_BYTES} bytes"),
+            ));
+        }
+        let allowed = AllowedHosts::new(&self.config.load.allowed_hosts);
+        let plan = file::parse(file_text, std::path::Path::new("loadtest.toml"), &allowed)
+            .map_err(|e| refused(400, format!("file: {e}")))?;
+        let vus: u64 = plan.scenarios.iter().map(|s| s.executor.max_vus()).sum();
+        if vus > self.config.load.max_vus {
+            return Err(refused(
+                400,
+                format!(
+                "the scenarios need up to {vus} VUs, above the coordinator's load.max_vus of {}",
+                self.config.load.max_vus
+            ),
+            ));
+        }
+        let rate: f64 = plan
+            .scenarios
+            .iter()
+            .filter_map(file::Scenario::max_request_rate)
+            .sum();
+        if rate > self.config.load.max_rate as f64 {
+            return Err(refused(400, format!(
+                "the scenarios schedule up to {rate} requests per second, above the coordinator's load.max_rate of {}",
+                self.config.load.max_rate
+            )));
+        }
+        if regions.is_empty() {
+            return Err(refused(400, "regions: name at least one region"));
+        }
+        if let Some(bad) = regions.iter().find(|r| !vantage_proto::is_valid_name(r)) {
+            return Err(refused(
+                400,
+                format!("regions: {bad:?} is not a region name"),
+            ));
+        }
+        let mut agents: Vec<(String, String)> = self
+            .fleet
+            .agents()
+            .into_iter()
+            .filter(|a| regions.contains(&a.region))
+            .map(|a| (a.region, a.name))
+            .collect();
+        agents.sort();
+        if let Some(empty) = regions
+            .iter()
+            .find(|r| !agents.iter().any(|(ar, _)| ar == *r))
+        {
+            return Err(refused(
+                409,
+                format!("region {empty:?} has no connected agent"),
+            ));
+        }
+        let mut runs = self.lock();
+        for run in runs.values().filter(|r| r.finished.is_none()) {
+            if let Some(a) = run
+                .agents
+                .iter()
+                .find(|a| agents.iter().any(|(_, n)| *n == a.name))
+            {
+                return Err(refused(
+                    409,
+                    format!("agent {} is busy with load run {}", a.name, run.id),
+                ));
+            }
+        }
+        let id = format!("lt-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+        let now = crate::now_ms();
+        let start_unix_ms = now + START_LEAD.as_millis() as i64;
+        let count = u32::try_from(agents.len()).unwrap_or(u32::MAX);
+        for (i, (_, name)) in agents.iter().enumerate() {
+            let msg = CoordinatorMessage {
+                msg: Some(coordinator_message::Msg::LoadStart(v1::LoadStart {
+                    run_id: id.clone(),
+                    plan_toml: file_text.to_owned(),
+                    agent_index: i as u32,
+                    agent_count: count,
+                    start_unix_ms,
+                })),
+            };
+            if !self.fleet.send_to(name, msg) {
+                for (_, other) in &agents[..i] {
+                    self.send_abort(other, &id, "the run could not start on every agent");
+                }
+                return Err(refused(
+                    503,
+                    format!("agent {name} could not be reached; nothing started"),
+                ));
+            }
+        }
+        tracing::info!(run = %id, agents = agents.len(), ?regions, "load run created");
+        let run = Run {
+            id: id.clone(),
+            regions: regions.to_vec(),
+            plan,
+            created_unix_ms: now,
+            start_unix_ms,
+            start: tokio::time::Instant::now() + START_LEAD,
+            agents: agents
+                .into_iter()
+                .map(|(region, name)| AgentState {
+                    name,
+                    region,
+                    seconds: 0,
+                    done: false,
+                    aborted: false,
+                    error: None,
+                    totals: Stats::default(),
+                    last_report: tokio::time::Instant::now() + START_LEAD,
+                })
+                .collect(),
+            merged: Stats::default(),
+            abort: None,
+            finished: None,
+        };
+        let view = view(&run);
+        runs.insert(id, run);
+        Ok(view)
+    }
+
+    /// The live view or stored result of run `id`.
+    pub fn get(&self, id: &str) -> Option<Value> {
+        if let Some(run) = self.lock().get(id) {
+            return Some(run.finished.clone().unwrap_or_else(|| view(run)));
+        }
+        if !remote::valid_run_id(id) {
+            return None;
+        }
+        let bytes = self.store.load_run(id).ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Every run: id, state and creation time, newest first.
+    pub fn list(&self) -> Vec<Value> {
+        let mut out: HashMap<String, Value> = HashMap::new();
+        for id in self.store.load_run_ids().unwrap_or_default() {
+            if let Some(v) = self.get(&id) {
+                out.insert(id, v);
+            }
+        }
+        for run in self.lock().values() {
+            out.insert(
+                run.id.clone(),
+                run.finished.clone().unwrap_or_else(|| view(run)),
+            );
+        }
+        let mut list: Vec<Value> = out
+            .into_values()
+            .map(|v| {
+                json!({
+                    "id": v["id"], "state": v["state"], "regions": v["regions"],
+                    "created_unix_ms": v["created_unix_ms"], "verdict": v["verdict"],
+                })
+            })
+            .collect();
+        list.sort_by_key(|v| std::cmp::Reverse(v["created_unix_ms"].as_i64().unwrap_or(0)));
+        list
+    }
+
+    fn send_abort(&self, agent: &str, run_id: &str, reason: &str) {
+        let msg = CoordinatorMessage {
+            msg: Some(coordinator_message::Msg::LoadAbort(v1::LoadAbort {
+                run_id: run_id.into(),
+                reason: reason.into(),
+            })),
+        };
+        if !self.fleet.send_to(agent, msg) {
+            tracing::warn!(%agent, run = %run_id, "could not send the abort");
+        }
+    }
+
+    /// Sends an abort to every agent of `run` still running.
+    fn abort(&self, run: &mut Run, reason: String, by_threshold: bool) {
+        if run.abort.is_some() {
+            return;
+        }
+        tracing::warn!(run = %run.id, %reason, "aborting load run");
+        for a in run.agents.iter().filter(|a| !a.done) {
+            self.send_abort(&a.name, &run.id, &reason);
+        }
+        run.abort = Some((reason, crate::now_ms(), by_threshold));
+    }
+
+    async fn follow(
+        self: Arc<Self>,
+        mut events: mpsc::Receiver<LoadEvent>,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                e = events.recv() => match e {
+                    Some(e) => self.on_event(e),
+                    None => return,
+                },
+                _ = tick.tick() => self.watchdog(),
+            }
+        }
+    }
+
+    fn on_event(&self, event: LoadEvent) {
+        let mut runs = self.lock();
+        match event {
+            LoadEvent::Progress { agent, progress } => {
+                let Some(run) = runs
+                    .get_mut(&progress.run_id)
+                    .filter(|r| r.finished.is_none())
+                else {
+                    tracing::debug!(%agent, run = %progress.run_id, "report for an unknown or finished load run");
+                    return;
+                };
+                let Some(i) = run.agents.iter().position(|a| a.name == agent) else {
+                    tracing::warn!(%agent, run = %run.id, "report from an agent outside the run");
+                    return;
+                };
+                let a = &mut run.agents[i];
+                a.last_report = tokio::time::Instant::now();
+                a.seconds = a.seconds.max(progress.second);
+                if let Some(w) = &progress.stats {
+                    match remote::from_wire(w) {
+                        Ok((stats, _vus)) => {
+                            a.totals.merge(&stats);
+                            run.merged.merge(&stats);
+                        }
+                        Err(e) => {
+                            a.error = Some(format!("invalid report: {e}"));
+                        }
+                    }
+                }
+                if progress.done {
+                    a.done = true;
+                    a.aborted = progress.aborted;
+                    if !progress.error.is_empty() {
+                        a.error = Some(truncate(&progress.error));
+                    }
+                }
+                let failed = run.agents[i].error.clone();
+                if let Some(e) = failed {
+                    let reason = format!("agent {agent} failed: {e}");
+                    self.abort(run, reason, false);
+                }
+                self.check_thresholds(run);
+                self.finish_if_done(run);
+            }
+            LoadEvent::Gone { agent } => {
+                for run in runs.values_mut().filter(|r| r.finished.is_none()) {
+                    if let Some(a) = run.agents.iter_mut().find(|a| a.name == agent && !a.done) {
+                        a.done = true;
+                        a.error = Some("the agent's session ended during the run".into());
+                        let reason = format!("agent {agent} disconnected");
+                        self.abort(run, reason, false);
+                        self.finish_if_done(run);
+                    }
+                }
+            }
+        }
+        self.trim(&mut runs);
+    }
+
+    fn watchdog(&self) {
+        let mut runs = self.lock();
+        let now = tokio::time::Instant::now();
+        for run in runs.values_mut().filter(|r| r.finished.is_none()) {
+            let silent: Vec<String> = run
+                .agents
+                .iter()
+                .filter(|a| !a.done && now.saturating_duration_since(a.last_report) > SILENCE_LIMIT)
+                .map(|a| a.name.clone())
+                .collect();
+            for name in silent {
+                if let Some(a) = run.agents.iter_mut().find(|a| a.name == name) {
+                    a.done = true;
+                    a.error = Some(format!("no report for {SILENCE_LIMIT:?}"));
+                }
+                self.abort(run, format!("agent {name} stopped reporting"), false);
+            }
+            self.finish_if_done(run);
+        }
+    }
+
+    fn check_thresholds(&self, run: &mut Run) {
+        if run.abort.is_some() {
+            return;
+        }
+        let elapsed = tokio::time::Instant::now().saturating_duration_since(run.start);
+        let failing = run.plan.thresholds.iter().find(|d| {
+            d.abort_on_fail
+                && elapsed >= d.delay_abort_eval
+                && !threshold::passes(d, &run.merged, elapsed).1
+        });
+        if let Some(d) = failing {
+            let observed = threshold::passes(d, &run.merged, elapsed).0;
+            let reason = format!(
+                "threshold {}: {} failed (observed {observed:.3}) on the merged data",
+                d.metric.name(),
+                d.text
+            );
+            self.abort(run, reason, true);
+        }
+    }
+
+    fn finish_if_done(&self, run: &mut Run) {
+        if run.finished.is_some() || !run.agents.iter().all(|a| a.done) {
+            return;
+        }
+        let finished_ms = crate::now_ms();
+        let elapsed = Duration::from_millis(
+            u64::try_from(finished_ms - run.start_unix_ms)
+                .unwrap_or(0)
+                .max(1),
+        );
+        let results: Vec<ThresholdResult> = run
+            .plan
+            .thresholds
+            .iter()
+            .map(|d| {
+                let (observed, ok) = threshold::passes(d, &run.merged, elapsed);
+                ThresholdResult {
+                    def: d.clone(),
+                    observed,
+                    ok,
+                }
+            })
+            .collect();
+        let agent_error = run
+            .agents
+            .iter()
+            .find_map(|a| a.error.as_ref().map(|e| format!("{}: {e}", a.name)));
+        let by_threshold = run.abort.as_ref().is_some_and(|a| a.2);
+        let (state, verdict) = if by_threshold {
+            ("aborted", "thresholds_failed")
+        } else if agent_error.is_some() {
+            ("error", "error")
+        } else if results.iter().any(|r| !r.ok) {
+            ("failed", "thresholds_failed")
+        } else {
+            ("passed", "passed")
+        };
+        let summary_verdict = if verdict == "passed" {
+            Verdict::Passed
+        } else {
+            Verdict::ThresholdsFailed
+        };
+        let mut summary = format!(
+            "\n  distributed load run {}: {} agent(s) in {}\n",
+            run.id,
+            run.agents.len(),
+            run.regions.join(", ")
+        );
+        for a in &run.agents {
+            summary.push_str(&format!(
+                "    * {} ({}): {} requests{}\n",
+                a.name,
+                a.region,
+                a.totals.reqs,
+                a.error
+                    .as_ref()
+                    .map(|e| format!(", error: {e}"))
+                    .unwrap_or_default()
+            ));
+        }
+        summary.push_str(&output::summary(
+            &[],
+            &run.merged,
+            &results,
+            elapsed,
+            summary_verdict,
+            by_threshold,
+        ));
+        if let Some(e) = &agent_error {
+            summary.push_str(&format!("  error: {e}\n"));
+        }
+        let mut v = view(run);
+        v["state"] = json!(state);
+        v["verdict"] = json!(verdict);
+        v["finished_unix_ms"] = json!(finished_ms);
+        v["elapsed_s"] = json!(round3(elapsed.as_secs_f64()));
+        v["thresholds"] = json!(results
+            .iter()
+            .map(|r| json!({
+                "metric": r.def.metric.name(),
+                "threshold": r.def.text,
+                "abort_on_fail": r.def.abort_on_fail,
+                "observed": if r.observed.is_finite() { json!(round3(r.observed)) } else { Value::Null },
+                "ok": r.ok,
+            }))
+            .collect::<Vec<_>>());
+        v["summary"] = json!(summary);
+        let b64 = |h: &hdrhistogram::Histogram<u64>| {
+            base64::engine::general_purpose::STANDARD.encode(histogram::encode(h))
+        };
+        v["histograms"] = json!({
+            "http_req_duration": {
+                "merged": b64(&run.merged.duration),
+                "agents": run.agents.iter().map(|a| (a.name.clone(), json!(b64(&a.totals.duration)))).collect::<serde_json::Map<_, _>>(),
+            }
+        });
+        match serde_json::to_vec(&v) {
+            Ok(bytes) => {
+                if let Err(e) = self.store.put_load_run(&run.id, &bytes) {
+                    tracing::error!(run = %run.id, error = %e, "storing the load run result failed");
+                }
+            }
+            Err(e) => {
+                tracing::error!(run = %run.id, error = %e, "encoding the load run result failed")
+            }
+        }
+        tracing::info!(run = %run.id, %state, reqs = run.merged.reqs, "load run finished");
+        run.finished = Some(v);
+    }
+
+    /// Drops the oldest finished runs from memory (they stay in the store).
+    fn trim(&self, runs: &mut HashMap<String, Run>) {
+        let mut finished: Vec<(i64, String)> = runs
+            .values()
+            .filter(|r| r.finished.is_some())
+            .map(|r| (r.created_unix_ms, r.id.clone()))
+            .collect();
+        if finished.len() > KEEP_IN_MEMORY {
+            finished.sort();
+            for (_, id) in &finished[..finished.len() - KEEP_IN_MEMORY] {
+                runs.remove(id);
+            }
+        }
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(2000).collect()
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn ms(us: u64) -> f64 {
+    round3(us as f64 / 1000.0)
+}
+
+/// The live view of a run.
+fn view(run: &Run) -> Value {
+    let now = crate::now_ms();
+    let elapsed_s = ((now - run.start_unix_ms).max(0) as f64 / 1000.0).max(0.0);
+    let m = &run.merged;
+    let d = &m.duration;
+    let trend = |h: &hdrhistogram::Histogram<u64>| {
+        if h.is_empty() {
+            Value::Null
+        } else {
+            json!({
+                "avg": round3(h.mean() / 1000.0), "min": ms(h.min()), "med": ms(h.value_at_quantile(0.5)),
+                "p90": ms(h.value_at_quantile(0.9)), "p95": ms(h.value_at_quantile(0.95)),
+                "p99": ms(h.value_at_quantile(0.99)), "max": ms(h.max()),
+            })
+        }
+    };
+    let state = if run.abort.is_some() {
+        "aborting"
+    } else if now < run.start_unix_ms {
+        "starting"
+    } else {
+        "running"
+    };
+    json!({
+        "id": run.id,
+        "state": state,
+        "verdict": Value::Null,
+        "regions": run.regions,
+        "created_unix_ms": run.created_unix_ms,
+        "start_unix_ms": run.start_unix_ms,
+        "elapsed_s": round3(elapsed_s),
+        "abort": run.abort.as_ref().map(|(reason, at, by_threshold)| json!({
+            "reason": reason, "at_unix_ms": at, "by_threshold": by_threshold,
+        })),
+        "agents": run.agents.iter().map(|a| json!({
+            "name": a.name, "region": a.region, "seconds": a.seconds, "done": a.done,
+            "aborted": a.aborted, "error": a.error,
+            "http_reqs": a.totals.reqs, "iterations": a.totals.iterations,
+        })).collect::<Vec<_>>(),
+        "metrics": {
+            "http_reqs": m.reqs,
+            "http_reqs_rate": if elapsed_s > 0.0 { round3(m.reqs as f64 / elapsed_s) } else { 0.0 },
+            "http_req_failed": m.failed,
+            "iterations": m.iterations,
+            "dropped_iterations": m.dropped,
+            "checks_pass": m.checks_pass,
+            "checks_fail": m.checks_fail,
+            "data_received": m.bytes_received,
+            "data_sent": m.bytes_sent,
+            "http_req_duration": trend(d),
+            "http_req_duration_corrected": trend(&m.duration_corrected),
+            "http_req_waiting": trend(&m.waiting),
+        },
+    })
+}
