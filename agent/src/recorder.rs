@@ -159,10 +159,15 @@ impl Recorder {
         if !force && now < self.open_end() {
             return Vec::new();
         }
+        // A window closed early (shutdown, a new window length) says how
+        // long it really was.
+        let len_ms = self.len.as_millis() as i64;
+        let ran_ms = (unix_ms(now) - self.open_start).clamp(1, len_ms.max(1));
+        let closed_len = Duration::from_millis(ran_ms as u64);
         let closed: Vec<_> = self
             .open
             .drain()
-            .map(|(check, acc)| acc.into_window(check, self.open_start, self.len))
+            .map(|(check, acc)| acc.into_window(check, self.open_start, closed_len))
             .collect();
         self.len = len.max(Duration::from_millis(100));
         self.open_start = window_start(unix_ms(now), self.len.as_millis() as i64);
@@ -177,6 +182,7 @@ pub async fn run(
     spool: Arc<Spool>,
 ) {
     let mut rec = Recorder::new(*window_len.borrow_and_update(), SystemTime::now());
+    let mut watching = true;
     loop {
         let wait = rec
             .open_end()
@@ -193,6 +199,20 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {
                 let len = *window_len.borrow();
                 store(&spool, rec.roll(SystemTime::now(), len, false)).await;
+            }
+            // The coordinator's window length (its Welcome) applies at once:
+            // the open window closes early rather than running out the
+            // agent's 10 s default.
+            changed = window_len.changed(), if watching => {
+                match changed {
+                    Ok(()) => {
+                        let len = *window_len.borrow_and_update();
+                        if len != rec.len {
+                            store(&spool, rec.roll(SystemTime::now(), len, true)).await;
+                        }
+                    }
+                    Err(_) => watching = false,
+                }
             }
         }
     }

@@ -128,7 +128,7 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(rand::random_range(0..=ceiling.as_millis() as u64))
 }
 
-fn hello(id: &Identity) -> AgentMessage {
+fn hello(id: &Identity, spool: &Spool) -> AgentMessage {
     AgentMessage {
         msg: Some(agent_message::Msg::Hello(v1::Hello {
             agent: id.name.clone(),
@@ -138,6 +138,7 @@ fn hello(id: &Identity) -> AgentMessage {
                 .iter()
                 .map(|k| k.as_str().to_owned())
                 .collect(),
+            spool_dropped_windows_total: spool.dropped_windows(),
         })),
     }
 }
@@ -185,7 +186,8 @@ async fn session(
 
     let (tx, rx) = mpsc::channel::<AgentMessage>(OUTBOUND_CAPACITY);
     // Invariant: the channel is new and empty.
-    tx.try_send(hello(id)).expect("fresh channel has room");
+    tx.try_send(hello(id, spool))
+        .expect("fresh channel has room");
     let mut inbound = client
         .session(ReceiverStream::new(rx))
         .await

@@ -420,7 +420,12 @@ impl Spool {
             let seq = meta.next_seq;
             meta.next_seq += 1;
             let count = windows.len() as u64;
-            let encoded = ResultBatch { seq, windows }.encode_to_vec();
+            let encoded = ResultBatch {
+                seq,
+                windows,
+                spool_dropped_windows_total: 0,
+            }
+            .encode_to_vec();
             new_entries.push((
                 seq,
                 Entry {
@@ -478,7 +483,11 @@ impl Spool {
         let g = self.lock();
         let (&seq, _) = g.index.range(after.saturating_add(1)..).next()?;
         match self.backend.get(seq) {
-            Ok(Some(bytes)) => ResultBatch::decode(bytes.as_slice()).ok(),
+            Ok(Some(bytes)) => ResultBatch::decode(bytes.as_slice()).ok().map(|mut b| {
+                // The count as of sending, so the coordinator sees new gaps.
+                b.spool_dropped_windows_total = g.meta.dropped_windows;
+                b
+            }),
             Ok(None) => None,
             Err(e) => {
                 tracing::error!(seq, error = %e, "spool: reading a batch failed");

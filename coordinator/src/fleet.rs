@@ -90,6 +90,9 @@ pub struct AgentInfo {
     pub last_seen_unix_ms: i64,
     /// Checks currently assigned.
     pub checks: Vec<String>,
+    /// Windows the agent's spool dropped because it was full (its gap), as
+    /// last reported.
+    pub spool_dropped_windows_total: u64,
 }
 
 struct Session {
@@ -408,6 +411,18 @@ impl Fleet {
         Ok(())
     }
 
+    fn note_spool_drops(&self, agent: &str, session_id: u64, total: u64) {
+        if let Some(s) = self.lock().get_mut(agent) {
+            if s.id == session_id && s.info.spool_dropped_windows_total != total {
+                if total > s.info.spool_dropped_windows_total {
+                    tracing::warn!(%agent, spool_dropped_windows_total = total,
+                        "the agent's spool dropped windows: a gap in its results");
+                }
+                s.info.spool_dropped_windows_total = total;
+            }
+        }
+    }
+
     fn touch(&self, agent: &str, session_id: u64) {
         if let Some(s) = self.lock().get_mut(agent) {
             if s.id == session_id {
@@ -458,6 +473,11 @@ impl Fleet {
                 match msg.msg {
                     Some(agent_message::Msg::Results(batch)) => {
                         let seq = batch.seq;
+                        self.note_spool_drops(
+                            &agent,
+                            session_id,
+                            batch.spool_dropped_windows_total,
+                        );
                         self.ingest(&agent, &region, batch).await?;
                         let ack = CoordinatorMessage {
                             msg: Some(coordinator_message::Msg::Ack(v1::Ack { seq })),
@@ -617,6 +637,7 @@ impl v1::fleet_server::Fleet for FleetService {
                     connected_unix_ms: now,
                     last_seen_unix_ms: now,
                     checks: Vec::new(),
+                    spool_dropped_windows_total: hello.spool_dropped_windows_total,
                 },
                 capabilities,
                 tx: tx.clone(),

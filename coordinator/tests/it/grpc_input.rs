@@ -57,6 +57,7 @@ fn hello(agent: &str, region: &str) -> AgentMessage {
             region: region.into(),
             version: "test".into(),
             capabilities: vec!["tcp".into()],
+            spool_dropped_windows_total: 0,
         })),
     }
 }
@@ -69,6 +70,7 @@ fn batch(seq: u64, check: &str, histogram_bytes: Vec<u8>) -> AgentMessage {
     AgentMessage {
         msg: Some(agent_message::Msg::Results(v1::ResultBatch {
             seq,
+            spool_dropped_windows_total: 0,
             windows: vec![v1::Window {
                 check: check.into(),
                 start_unix_ms: now - now % 1000 - 1000,

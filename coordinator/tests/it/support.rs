@@ -165,12 +165,24 @@ pub fn start_agent(grpc: SocketAddr, region: &str, name: &str) -> Proc {
 /// Starts an agent whose spool is `spool` (kept by the caller, so a restarted
 /// agent finds it again).
 pub fn start_agent_with_spool(grpc: SocketAddr, region: &str, name: &str, spool: &Path) -> Proc {
+    start_agent_with_args(grpc, region, name, spool, &[])
+}
+
+/// Like [`start_agent_with_spool`], with extra `vantage-agent run` flags.
+pub fn start_agent_with_args(
+    grpc: SocketAddr,
+    region: &str,
+    name: &str,
+    spool: &Path,
+    extra: &[&str],
+) -> Proc {
     let child = Command::new(agent_bin())
         .args(["run", "--coordinator"])
         .arg(format!("http://{grpc}"))
         .args(["--region", region, "--name", name])
         .arg("--spool-dir")
         .arg(spool)
+        .args(extra)
         .env("VANTAGE_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -344,6 +356,8 @@ pub fn free_port() -> u16 {
 pub struct RegionTarget {
     pub addr: SocketAddr,
     requests: Arc<std::sync::atomic::AtomicU64>,
+    /// Arrival of every request, unix ms.
+    arrivals: Arc<std::sync::Mutex<Vec<i64>>>,
     failing: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>>,
     _task: tokio::task::JoinHandle<()>,
 }
@@ -363,6 +377,8 @@ impl RegionTarget {
         let f = Arc::clone(&failing);
         let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = Arc::clone(&requests);
+        let arrivals: Arc<std::sync::Mutex<Vec<i64>>> = Arc::default();
+        let log = Arc::clone(&arrivals);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -370,9 +386,14 @@ impl RegionTarget {
                 };
                 let f = Arc::clone(&f);
                 let counter = Arc::clone(&counter);
+                let log = Arc::clone(&log);
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
                         counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as i64);
+                        log.lock().unwrap().push(now);
                         let check = req.uri().path().trim_start_matches('/').to_owned();
                         let region = req
                             .headers()
@@ -406,6 +427,7 @@ impl RegionTarget {
         RegionTarget {
             addr,
             requests,
+            arrivals,
             failing,
             _task: task,
         }
@@ -414,6 +436,16 @@ impl RegionTarget {
     /// Requests received so far, all checks.
     pub fn requests(&self) -> u64 {
         self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The distinct `window_ms`-aligned windows in which requests arrived.
+    pub fn active_windows(&self, window_ms: i64) -> std::collections::BTreeSet<i64> {
+        self.arrivals
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| t - t.rem_euclid(window_ms))
+            .collect()
     }
 
     /// URL of `check`'s endpoint.

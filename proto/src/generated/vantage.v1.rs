@@ -59,6 +59,9 @@ pub struct Hello {
     /// Probe kinds the agent can run ("http", "tcp", "tls").
     #[prost(string, repeated, tag = "4")]
     pub capabilities: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// As in ResultBatch.
+    #[prost(uint64, tag = "5")]
+    pub spool_dropped_windows_total: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -178,6 +181,10 @@ pub struct ResultBatch {
     pub seq: u64,
     #[prost(message, repeated, tag = "2")]
     pub windows: ::prost::alloc::vec::Vec<Window>,
+    /// Windows the agent's spool has dropped because it was full, over the
+    /// spool's life (as of sending): the gap in this agent's results.
+    #[prost(uint64, tag = "3")]
+    pub spool_dropped_windows_total: u64,
 }
 /// Everything one check produced in one window of time on one agent.
 #[allow(clippy::all)]
