@@ -23,7 +23,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the coordinator may take to answer `Hello` with `Welcome`.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 keepalive ping interval; see the coordinator's matching values.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// With the timeout, a black-holed link ends the session within 20 s.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Keepalive timeout: at least 10 s so RTT spikes do not kill healthy sessions.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Application heartbeat, so the coordinator sees a live agent even when no

@@ -36,8 +36,10 @@ use crate::alert::store::AlertStore;
 use crate::config::Config;
 use crate::store::{SledStore, Store};
 
-/// HTTP/2 keepalive ping interval on agent connections (RELIABILITY.md §3).
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// HTTP/2 keepalive ping interval on agent connections (RELIABILITY.md §3):
+/// with the timeout, a black-holed link is detected within 20 s (issue 5 asks
+/// for 30 s; RELIABILITY's 20 s start would only just make it).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a keepalive ping may go unanswered; at least 10 s so RTT spikes on a
 /// bad link do not kill healthy sessions.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -116,7 +116,11 @@ body_contains = "target ok"
             "{r}: {s}"
         );
     }
-    assert!(target.requests.load(Ordering::Relaxed) > 10);
+    // Both regions probed the real target, before and after the slowdown
+    // (at least two probes each; results arrive within a second or two now
+    // that the first window is not the agent's 10 s default).
+    let probes = target.requests.load(Ordering::Relaxed);
+    assert!(probes >= 4, "{probes} requests reached the target");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

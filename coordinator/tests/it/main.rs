@@ -9,6 +9,7 @@ mod e2e;
 mod email;
 mod grpc_input;
 mod loadtests;
+mod netfault;
 mod slack_receiver;
 mod smtp;
 mod spool;
