@@ -130,7 +130,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    match command {
+    let code = match command {
         Command::Run {
             coordinator,
             region,
@@ -193,7 +193,11 @@ pub fn execute(cli: Cli) -> ExitCode {
             }
         },
         Command::Load { .. } => load(command),
-    }
+    };
+    // A name lookup still running on a blocking thread (the system resolver
+    // ignores our deadline) must not hold the exit: the result is out.
+    rt.shutdown_background();
+    code
 }
 
 /// `vantage-agent load FILE`: exit 0 when every threshold passed, 99 when one

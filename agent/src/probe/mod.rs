@@ -16,6 +16,8 @@ use vantage_proto::spec::{Check, ProbeKind, ProbeSpec};
 use vantage_proto::v1::{ErrorClass, TlsFacts};
 
 pub mod http;
+#[cfg(test)]
+mod phase_timeouts;
 pub mod tcp;
 #[cfg(test)]
 pub(crate) mod testkit;

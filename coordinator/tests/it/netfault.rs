@@ -99,6 +99,14 @@ impl Netns {
         ]);
     }
 
+    /// The namespace's own resolver config (`ip netns exec` mounts
+    /// `/etc/netns/NAME/resolv.conf` over `/etc/resolv.conf`).
+    fn resolv_conf(&self, text: &str) {
+        let dir = format!("/etc/netns/{}", self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(format!("{dir}/resolv.conf"), text).unwrap();
+    }
+
     /// An agent inside the namespace, its log in `log`.
     fn start_agent(&self, grpc: SocketAddr, spool: &Path, log: &Path) -> Proc {
         let stderr = std::fs::File::create(log).unwrap();
@@ -120,6 +128,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
@@ -267,4 +276,60 @@ window = "1s"
     // Full-jitter backoff (250 ms doubling to 10 s): a handful of dials, not
     // a tight loop.
     assert!((2..=20).contains(&dials), "{dials} dials in 20 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_server_that_never_answers_is_a_timeout_in_dns_within_the_deadline() {
+    let ns = Netns::create();
+    // The namespace's only name server swallows every query.
+    let sink = std::net::UdpSocket::bind((ns.host_ip().as_str(), 53)).unwrap();
+    ns.resolv_conf(&format!(
+        "nameserver {}\noptions timeout:5 attempts:2\n",
+        ns.host_ip()
+    ));
+    let timeout = Duration::from_millis(300);
+    let mut worst = Duration::ZERO;
+    for batch in 0..10 {
+        let runs: Vec<_> = (0..10)
+            .map(|i| {
+                let started = Instant::now();
+                let child = Command::new("ip")
+                    .args(["netns", "exec", &ns.name])
+                    .arg(agent_bin())
+                    .args([
+                        "probe",
+                        &format!("http://run-{batch}-{i}.never-answers.test/"),
+                    ])
+                    .args(["--timeout", "300ms", "--json"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                (started, child)
+            })
+            .collect();
+        for (started, child) in runs {
+            let out = child.wait_with_output().unwrap();
+            let took = started.elapsed();
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+            assert_eq!(out.status.code(), Some(1), "{json}");
+            assert_eq!(json["error"]["class"], "timeout", "{json}");
+            assert!(
+                json["error"]["message"].as_str().unwrap().contains("dns"),
+                "{json}"
+            );
+            // The attempt itself ends within the deadline plus 200 ms ...
+            let total_ms = json["phases_ms"]["total"].as_f64().unwrap();
+            assert!(total_ms <= 500.0, "attempt took {total_ms} ms: {json}");
+            // ... and the process with it (plus its start under `ip netns exec`).
+            assert!(
+                took <= timeout + Duration::from_millis(400),
+                "finished after {took:?}"
+            );
+            worst = worst.max(took);
+        }
+    }
+    drop(sink);
+    eprintln!("dns: 100 runs, slowest {worst:?} including process start (timeout {timeout:?})");
 }
