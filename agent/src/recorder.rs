@@ -12,6 +12,7 @@ use vantage_proto::histogram;
 use vantage_proto::v1::{self, Phase};
 
 use crate::probe::ProbeOutcome;
+use crate::scheduler::Lag;
 use crate::spool::Spool;
 
 /// Longest error text kept per window (the coordinator refuses longer).
@@ -28,14 +29,22 @@ struct WindowAcc {
     last_status: u32,
     last_error: String,
     consecutive_failures: u32,
+    late_attempts: u64,
+    max_lag_ms: u32,
 }
 
 impl WindowAcc {
     /// Adds one outcome; `streak` is the check's failures in a row including
     /// this outcome.
-    fn record(&mut self, o: &ProbeOutcome, streak: u32) {
+    fn record(&mut self, o: &ProbeOutcome, streak: u32, lag: Lag) {
         self.attempts += 1;
         self.consecutive_failures = streak;
+        if lag.late {
+            self.late_attempts += 1;
+        }
+        self.max_lag_ms = self
+            .max_lag_ms
+            .max(u32::try_from(lag.lag.as_millis()).unwrap_or(u32::MAX));
         match &o.error {
             None => self.successes += 1,
             Some(e) => {
@@ -96,6 +105,8 @@ impl WindowAcc {
             last_status: self.last_status,
             last_error: self.last_error,
             consecutive_failures: self.consecutive_failures,
+            late_attempts: self.late_attempts,
+            max_lag_ms: self.max_lag_ms,
         }
     }
 }
@@ -135,9 +146,18 @@ impl Recorder {
     /// window already closed (a slow probe) counts in the open one, so a window
     /// is never sent twice.
     pub fn record(&mut self, check: &str, outcome: &ProbeOutcome) {
+        self.record_timed(check, outcome, Lag::default());
+    }
+
+    /// [`Recorder::record`] for an attempt that started `lag` behind its
+    /// schedule. A late failure does not count towards the failures in a row
+    /// (the `down` rule): an overloaded agent must not declare a target down.
+    pub fn record_timed(&mut self, check: &str, outcome: &ProbeOutcome, lag: Lag) {
         let streak = self.streaks.entry(check.to_owned()).or_default();
         *streak = if outcome.is_success() {
             0
+        } else if lag.late {
+            *streak
         } else {
             streak.saturating_add(1)
         };
@@ -145,7 +165,7 @@ impl Recorder {
         self.open
             .entry(check.to_owned())
             .or_default()
-            .record(outcome, streak);
+            .record(outcome, streak, lag);
     }
 
     /// When the open window ends.
@@ -177,7 +197,7 @@ impl Recorder {
 
 /// Runs until `results` closes, then pushes the last partial window.
 pub async fn run(
-    mut results: mpsc::Receiver<(String, ProbeOutcome)>,
+    mut results: mpsc::Receiver<crate::scheduler::Outcome>,
     mut window_len: watch::Receiver<Duration>,
     spool: Arc<Spool>,
 ) {
@@ -190,7 +210,7 @@ pub async fn run(
             .unwrap_or(Duration::ZERO);
         tokio::select! {
             r = results.recv() => match r {
-                Some((check, outcome)) => rec.record(&check, &outcome),
+                Some((check, outcome, lag)) => rec.record_timed(&check, &outcome, lag),
                 None => {
                     store(&spool, rec.roll(SystemTime::now(), rec.len, true)).await;
                     return;
@@ -316,6 +336,32 @@ mod tests {
                 false
             )
             .is_empty());
+    }
+
+    #[test]
+    fn late_attempts_are_counted_and_late_failures_leave_the_streak_alone() {
+        let t0 = UNIX_EPOCH + Duration::from_millis(50_000);
+        let second = Duration::from_secs(1);
+        let mut rec = Recorder::new(second, t0);
+        let fail = || outcome(10, Some(ErrorClass::Status));
+        let late = Lag {
+            lag: Duration::from_millis(1500),
+            late: true,
+        };
+        rec.record("web", &fail());
+        rec.record_timed("web", &fail(), late);
+        rec.record_timed("web", &fail(), late);
+        let out = rec.roll(t0 + second, second, false);
+        assert_eq!(out[0].attempts, 3);
+        assert_eq!((out[0].late_attempts, out[0].max_lag_ms), (2, 1500));
+        assert_eq!(
+            out[0].consecutive_failures, 1,
+            "only the on-time failure counts"
+        );
+        // A late success is still a success.
+        rec.record_timed("web", &outcome(5, None), late);
+        let out = rec.roll(t0 + 2 * second, second, false);
+        assert_eq!(out[0].consecutive_failures, 0);
     }
 
     #[test]

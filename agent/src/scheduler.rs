@@ -25,8 +25,24 @@ pub const DEFAULT_MAX_CONCURRENT_PROBES: usize = 64;
 /// that failed to honour it (a probe bug, not a slow target).
 const PROBE_OVERRUN_SLACK: Duration = Duration::from_secs(2);
 
-/// Check name and the outcome of one attempt.
-pub type Outcome = (String, ProbeOutcome);
+/// Check name, the outcome of one attempt, and how late it started.
+pub type Outcome = (String, ProbeOutcome, Lag);
+
+/// How far behind its schedule an attempt started (scheduler honesty: an
+/// overloaded agent says so instead of reporting a quiet gap).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lag {
+    /// Start time minus scheduled time (waiting for a probe slot included).
+    pub lag: Duration,
+    /// `lag` above [`late_after`] of the check's interval.
+    pub late: bool,
+}
+
+/// An attempt is late when it starts more than this after its scheduled
+/// time: a quarter of the interval, at least 250 ms.
+pub fn late_after(interval: Duration) -> Duration {
+    (interval / 4).max(Duration::from_millis(250))
+}
 
 /// Runs until `checks` closes or `stop` fires, then stops every check task.
 pub async fn run(
@@ -98,17 +114,30 @@ async fn check_loop(
     let mut ticks = tokio::time::interval_at(Instant::now() + offset, check.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let limit = check.timeout + PROBE_OVERRUN_SLACK;
+    let late = late_after(check.interval);
     loop {
-        ticks.tick().await;
+        let scheduled = ticks.tick().await;
         // Invariant: the semaphore is owned here and never closed.
         let permit = permits.acquire().await.expect("semaphore never closed");
+        let lag = scheduled.elapsed();
+        let lag = Lag {
+            lag,
+            late: lag > late,
+        };
+        if lag.late {
+            tracing::debug!(check = %check.name, ?lag, "check started late");
+        }
         let started = SystemTime::now();
         let outcome = match tokio::time::timeout(limit, probe.run()).await {
             Ok(o) => o,
             Err(_) => overrun(started, limit),
         };
         drop(permit);
-        if results.send((check.name.clone(), outcome)).await.is_err() {
+        if results
+            .send((check.name.clone(), outcome, lag))
+            .await
+            .is_err()
+        {
             return;
         }
     }

@@ -90,6 +90,11 @@ pub struct RegionSummary {
     pub phases_ms: BTreeMap<&'static str, Latency>,
     /// Failures by class.
     pub errors: BTreeMap<&'static str, u64>,
+    /// Attempts that started late because their agent was overloaded
+    /// (they never count towards `down`).
+    pub late_attempts: u64,
+    /// Largest start lag of an attempt, ms (`null` without attempts).
+    pub max_lag_ms: Option<u32>,
     /// Latest TLS facts.
     pub tls: Option<TlsSummary>,
     /// HTTP status of the latest window that had one.
@@ -148,6 +153,8 @@ pub struct Merged {
     windows: u64,
     attempts: u64,
     successes: u64,
+    late_attempts: u64,
+    max_lag_ms: u32,
     phases: BTreeMap<i32, Histogram<u64>>,
     errors: BTreeMap<&'static str, u64>,
     // (window start, value) of the newest window that carried each fact.
@@ -207,6 +214,8 @@ impl Merged {
         self.windows += 1;
         self.attempts += w.attempts;
         self.successes += w.successes;
+        self.late_attempts += w.late_attempts;
+        self.max_lag_ms = self.max_lag_ms.max(w.max_lag_ms);
         for p in &w.phases {
             // Histograms were validated at ingest; a stored one that does not
             // decode is skipped rather than failing the whole summary.
@@ -262,6 +271,8 @@ impl Merged {
             latency_ms: total.and_then(Latency::of),
             phases_ms,
             errors: self.errors,
+            late_attempts: self.late_attempts,
+            max_lag_ms: (self.attempts > 0).then_some(self.max_lag_ms),
             tls: self.tls.map(|(_, t)| TlsSummary {
                 days_left: t.days_left,
                 not_after_unix: t.not_after_unix,

@@ -8,6 +8,7 @@ mod config;
 mod e2e;
 mod email;
 mod grpc_input;
+mod honesty;
 mod loadtests;
 mod netfault;
 mod slack_receiver;

@@ -216,9 +216,17 @@ pub struct Window {
     pub last_error: ::prost::alloc::string::String,
     /// Failed attempts in a row at the end of this window, counting back into
     /// earlier windows of the same check on this agent; 0 when the last attempt
-    /// succeeded. Drives the `down` rule (failure_threshold).
+    /// succeeded. Drives the `down` rule (failure_threshold). Late attempts
+    /// (below) neither add to it nor, when they fail, reset it.
     #[prost(uint32, tag = "11")]
     pub consecutive_failures: u32,
+    /// Attempts that started late: more than max(250 ms, interval / 4) after
+    /// their scheduled time, because the agent was overloaded.
+    #[prost(uint64, tag = "12")]
+    pub late_attempts: u64,
+    /// Largest start lag in this window, milliseconds.
+    #[prost(uint32, tag = "13")]
+    pub max_lag_ms: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
