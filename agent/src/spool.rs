@@ -577,6 +577,11 @@ impl Spool {
         self.lock().index.range(..=seq).count()
     }
 
+    /// The seq the next batch will get (every seq below it was used).
+    pub fn next_seq(&self) -> u64 {
+        self.lock().meta.next_seq
+    }
+
     /// Windows dropped because the spool was full, over the spool's life.
     pub fn dropped_windows(&self) -> u64 {
         self.lock().meta.dropped_windows

@@ -139,14 +139,21 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    match rt.block_on(fut) {
+    let code = match rt.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_ERROR)
         }
-    }
+    };
+    // The store is flushed by now; blocking work still running (an alert
+    // evaluation) gets a moment, then the process exits regardless.
+    rt.shutdown_timeout(SHUTDOWN_BLOCKING_GRACE);
+    code
 }
+
+/// How long exit waits for blocking work after the coordinator stopped.
+const SHUTDOWN_BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

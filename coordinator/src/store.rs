@@ -169,6 +169,24 @@ impl SledStore {
         }
     }
 
+    /// Every seq stored for `agent`, ascending (audits and crash tests: a
+    /// gap is a lost batch).
+    pub fn stored_seqs(&self, agent: &str) -> Result<Vec<u64>, StoreError> {
+        let prefix = window_prefix(agent);
+        let mut out = Vec::new();
+        for entry in self.batches.scan_prefix(&prefix).keys() {
+            let k = entry?;
+            let seq = <[u8; 8]>::try_from(&k[prefix.len()..])
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    reason: "batch key without an 8-byte seq".into(),
+                })?;
+            out.push(seq);
+        }
+        Ok(out)
+    }
+
     /// The database, for the other trees kept in the same directory (alert
     /// state, outbox).
     pub(crate) fn db(&self) -> &sled::Db {

@@ -97,7 +97,14 @@ impl Engine {
                 }
             }
             let engine = Arc::clone(&self);
-            let result = tokio::task::spawn_blocking(move || engine.evaluate(now_ms())).await;
+            let evaluation = tokio::task::spawn_blocking(move || engine.evaluate(now_ms()));
+            // Shutdown does not wait for an evaluation in progress (it can
+            // take seconds on a large fleet); what it has not written is
+            // evaluated again after the restart, as after a crash.
+            let result = tokio::select! {
+                r = evaluation => r,
+                _ = stop.cancelled() => return,
+            };
             match result {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {

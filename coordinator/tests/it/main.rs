@@ -5,6 +5,7 @@
 mod alerts;
 mod channels;
 mod config;
+mod crash;
 mod e2e;
 mod email;
 mod grpc_input;
