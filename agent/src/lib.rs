@@ -89,6 +89,12 @@ async fn open_spool(opts: &AgentOptions) -> anyhow::Result<spool::Spool> {
             "THE SPOOL COULD NOT BE OPENED: it was moved aside and this agent starts with an empty one; results it held were not delivered (inspect or delete the moved directory)"
         );
     }
+    tracing::info!(
+        pending_batches = spool.len(),
+        next_seq = spool.next_seq(),
+        dropped_windows_total = spool.dropped_windows(),
+        "spool opened"
+    );
     Ok(spool)
 }
 
