@@ -36,11 +36,13 @@ const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// A session that stayed up this long resets the backoff.
 const HEALTHY_RESET: Duration = Duration::from_secs(60);
-/// Batches sent but not yet acknowledged. Bounds what is in flight on the wire;
-/// the rest waits in the spool.
-const MAX_IN_FLIGHT: usize = 4;
-/// Outbound channel to the gRPC stream: the in-flight batches plus heartbeats.
-const OUTBOUND_CAPACITY: usize = 16;
+/// Batches sent but not yet acknowledged. Bounds what is in flight on the wire
+/// (and in memory); the rest waits in the spool. The coordinator stores what
+/// has arrived with one flush, so a backlog drains in groups of this size.
+const MAX_IN_FLIGHT: usize = 32;
+/// Outbound channel to the gRPC stream: the in-flight batches plus heartbeats
+/// and load-run reports.
+const OUTBOUND_CAPACITY: usize = 48;
 
 /// Who this agent is and where it reports.
 #[derive(Debug, Clone)]

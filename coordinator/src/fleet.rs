@@ -34,6 +34,8 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// few per window; a full buffer means the agent stopped reading, and ingest
 /// waits for it (backpressure) rather than buffering without bound.
 const SESSION_OUTBOUND_CAPACITY: usize = 64;
+/// Most batches stored with one flush (group commit).
+const MAX_GROUP: usize = 64;
 /// Most windows one batch may carry (RELIABILITY.md API4). 100 checks at a 1 s
 /// window for a minute is 6,000.
 pub const MAX_WINDOWS_PER_BATCH: usize = 20_000;
@@ -93,6 +95,21 @@ pub struct AgentInfo {
     /// Windows the agent's spool dropped because it was full (its gap), as
     /// last reported.
     pub spool_dropped_windows_total: u64,
+    /// What ingest saw from this agent since the coordinator started.
+    #[serde(flatten)]
+    pub ingest: IngestCounts,
+}
+
+/// Per-agent ingest counters, kept across the agent's sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IngestCounts {
+    /// Batches received again after they were stored: normal after a lost
+    /// ack (the agent restarted or the session broke before the ack reached
+    /// its spool); acknowledged again, not stored again.
+    pub duplicate_batches_total: u64,
+    /// Windows received under a new seq although already stored: never
+    /// expected; a non-zero value is an agent bug (the newer copy is kept).
+    pub rewritten_windows_total: u64,
 }
 
 struct Session {
@@ -127,6 +144,8 @@ pub struct Fleet {
     ingested: tokio::sync::Notify,
     /// Where agents' load-run reports go ([`Fleet::load_events`]).
     load_events: Mutex<Option<mpsc::Sender<LoadEvent>>>,
+    /// Ingest counters by agent name.
+    ingest_counts: Mutex<HashMap<String, IngestCounts>>,
 }
 
 /// Load-run reports queued for the manager.
@@ -147,6 +166,17 @@ pub enum LoadEvent {
         /// The agent.
         agent: String,
     },
+}
+
+/// Polls `fut` once: its output if it is ready now. For reading what a
+/// stream has already buffered; dropping the future is fine for futures
+/// that keep no state of their own (tonic's `Streaming::message`).
+fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(fut).poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
 }
 
 /// FNV-1a, 64 bit: a stable hash for rendezvous placement, so assignments do not
@@ -174,6 +204,7 @@ impl Fleet {
             assignment_version: AtomicU64::new(0),
             ingested: tokio::sync::Notify::new(),
             load_events: Mutex::new(None),
+            ingest_counts: Mutex::new(HashMap::new()),
         })
     }
 
@@ -241,6 +272,10 @@ impl Fleet {
     /// Connected agents, sorted by name.
     pub fn agents(&self) -> Vec<AgentInfo> {
         let mut v: Vec<_> = self.lock().values().map(|s| s.info.clone()).collect();
+        let counts = self.ingest_counts.lock().unwrap_or_else(|p| p.into_inner());
+        for a in &mut v {
+            a.ingest = counts.get(&a.name).copied().unwrap_or_default();
+        }
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
@@ -431,27 +466,70 @@ impl Fleet {
         }
     }
 
+    /// Stores `batches` (consecutive batches of one session) with one
+    /// flush. Validated first: the batches before an invalid one are stored,
+    /// then the error is returned. Returns the highest seq stored, to ack.
     async fn ingest(
         &self,
         agent: &str,
         region: &str,
-        batch: v1::ResultBatch,
-    ) -> Result<(), FleetError> {
-        self.validate_batch(region, &batch)?;
+        mut batches: Vec<v1::ResultBatch>,
+    ) -> (Option<u64>, Result<(), FleetError>) {
+        let mut verdict = Ok(());
+        if let Some(bad) = batches
+            .iter()
+            .position(|b| self.validate_batch(region, b).is_err())
+        {
+            verdict = self.validate_batch(region, &batches[bad]);
+            batches.truncate(bad);
+        }
+        let Some(last) = batches.last().map(|b| b.seq) else {
+            return (None, verdict);
+        };
         let store = Arc::clone(&self.store);
         let (agent_o, region_o) = (agent.to_owned(), region.to_owned());
-        let seq = batch.seq;
-        let outcome = tokio::task::spawn_blocking(move || {
-            store.ingest(&agent_o, &region_o, seq, &batch.windows)
+        let seqs: Vec<u64> = batches.iter().map(|b| b.seq).collect();
+        let stored = tokio::task::spawn_blocking(move || {
+            let group: Vec<(u64, &[v1::Window])> = batches
+                .iter()
+                .map(|b| (b.seq, b.windows.as_slice()))
+                .collect();
+            store.ingest_batches(&agent_o, &region_o, &group)
         })
-        .await
-        .map_err(|e| FleetError::Invalid(format!("ingest task failed: {e}")))??;
-        if outcome == IngestOutcome::Duplicate {
-            tracing::debug!(agent, seq, "duplicate batch acknowledged again");
-        } else {
-            self.ingested.notify_one();
+        .await;
+        let outcomes = match stored {
+            Ok(Ok(outcomes)) => outcomes,
+            Ok(Err(e)) => return (None, Err(FleetError::Store(e))),
+            Err(e) => {
+                return (
+                    None,
+                    Err(FleetError::Invalid(format!("ingest task failed: {e}"))),
+                )
+            }
+        };
+        let mut counts = self.ingest_counts.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = counts.entry(agent.to_owned()).or_default();
+        for (seq, outcome) in seqs.into_iter().zip(outcomes) {
+            match outcome {
+                IngestOutcome::Duplicate => {
+                    counts.duplicate_batches_total += 1;
+                    tracing::debug!(agent, seq, "duplicate batch acknowledged again");
+                }
+                IngestOutcome::Stored { replaced_windows } => {
+                    if replaced_windows > 0 {
+                        counts.rewritten_windows_total += replaced_windows as u64;
+                        tracing::warn!(
+                            agent,
+                            seq,
+                            replaced_windows,
+                            "the agent reported windows it had reported before under another seq"
+                        );
+                    }
+                    self.ingested.notify_one();
+                }
+            }
         }
-        Ok(())
+        (Some(last), verdict)
     }
 
     /// Runs one session after its `Hello`, until the agent goes away.
@@ -463,27 +541,64 @@ impl Fleet {
         tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
     ) {
         let (agent, region) = (hello.agent.clone(), hello.region.clone());
+        let stream_error =
+            |s: Status| FleetError::Invalid(format!("stream error: {}", s.message()));
         let result: Result<(), FleetError> = async {
-            while let Some(msg) = inbound
-                .message()
-                .await
-                .map_err(|s| FleetError::Invalid(format!("stream error: {}", s.message())))?
-            {
+            // A message read while gathering a group, handled next.
+            let mut next: Option<AgentMessage> = None;
+            // The stream's end, seen while gathering: the session ends
+            // after the group is stored and acknowledged.
+            let mut end: Option<Result<(), FleetError>> = None;
+            loop {
+                let msg = match next.take() {
+                    Some(m) => m,
+                    None => match inbound.message().await.map_err(stream_error)? {
+                        Some(m) => m,
+                        None => break,
+                    },
+                };
                 self.touch(&agent, session_id);
                 match msg.msg {
                     Some(agent_message::Msg::Results(batch)) => {
-                        let seq = batch.seq;
-                        self.note_spool_drops(
-                            &agent,
-                            session_id,
-                            batch.spool_dropped_windows_total,
-                        );
-                        self.ingest(&agent, &region, batch).await?;
-                        let ack = CoordinatorMessage {
-                            msg: Some(coordinator_message::Msg::Ack(v1::Ack { seq })),
-                        };
-                        if tx.send(Ok(ack)).await.is_err() {
-                            break;
+                        // Group commit: the batches the agent has already
+                        // sent (its in-flight window, a backlog after a
+                        // reconnect) are stored with one flush.
+                        let mut group = vec![batch];
+                        while group.len() < MAX_GROUP {
+                            match poll_once(inbound.message()) {
+                                Some(Ok(Some(AgentMessage {
+                                    msg: Some(agent_message::Msg::Results(b)),
+                                }))) => group.push(b),
+                                Some(Ok(Some(other))) => {
+                                    next = Some(other);
+                                    break;
+                                }
+                                Some(Ok(None)) => {
+                                    end = Some(Ok(()));
+                                    break;
+                                }
+                                Some(Err(s)) => {
+                                    end = Some(Err(stream_error(s)));
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        let drops = group.last().map_or(0, |b| b.spool_dropped_windows_total);
+                        self.note_spool_drops(&agent, session_id, drops);
+                        let (stored, verdict) = self.ingest(&agent, &region, group).await;
+                        if let Some(seq) = stored {
+                            // Acks are cumulative: every seq up to this one.
+                            let ack = CoordinatorMessage {
+                                msg: Some(coordinator_message::Msg::Ack(v1::Ack { seq })),
+                            };
+                            if tx.send(Ok(ack)).await.is_err() {
+                                break;
+                            }
+                        }
+                        verdict?;
+                        if let Some(end) = end.take() {
+                            return end;
                         }
                     }
                     Some(agent_message::Msg::Heartbeat(_)) => {}
@@ -638,6 +753,7 @@ impl v1::fleet_server::Fleet for FleetService {
                     last_seen_unix_ms: now,
                     checks: Vec::new(),
                     spool_dropped_windows_total: hello.spool_dropped_windows_total,
+                    ingest: IngestCounts::default(),
                 },
                 capabilities,
                 tx: tx.clone(),

@@ -41,8 +41,14 @@ pub struct StoredWindow {
 /// What happened to an ingested batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IngestOutcome {
-    /// Newly stored and durable.
-    Stored,
+    /// Newly stored and durable. `replaced_windows` counts windows that were
+    /// already stored under another seq of the same agent (the same check,
+    /// start and region): an agent that reports a window twice has a bug, and
+    /// the newer copy wins.
+    Stored {
+        /// Windows that overwrote an earlier copy.
+        replaced_windows: usize,
+    },
     /// `(agent, seq)` was stored before; nothing was written again.
     Duplicate,
 }
@@ -83,15 +89,31 @@ pub enum StoreError {
 
 /// Storage for ingested result windows.
 pub trait Store: Send + Sync + 'static {
-    /// Stores the windows of batch `(agent, seq)` and returns once they are
-    /// durable. Idempotent: a batch already stored is not written again.
+    /// Stores batches `(seq, windows)` of `agent`, in order, and returns
+    /// once all are durable: one flush for the group, which is what makes a
+    /// backlog drain fast. Idempotent: a batch already stored is not written
+    /// again. One outcome per batch.
+    fn ingest_batches(
+        &self,
+        agent: &str,
+        region: &str,
+        batches: &[(u64, &[v1::Window])],
+    ) -> Result<Vec<IngestOutcome>, StoreError>;
+
+    /// [`Store::ingest_batches`] for one batch.
     fn ingest(
         &self,
         agent: &str,
         region: &str,
         seq: u64,
         windows: &[v1::Window],
-    ) -> Result<IngestOutcome, StoreError>;
+    ) -> Result<IngestOutcome, StoreError> {
+        let outcomes = self.ingest_batches(agent, region, &[(seq, windows)])?;
+        Ok(outcomes
+            .first()
+            .copied()
+            .unwrap_or(IngestOutcome::Duplicate))
+    }
 
     /// Highest seq stored for `agent`, 0 if none.
     fn last_seq(&self, agent: &str) -> Result<u64, StoreError>;
@@ -223,8 +245,9 @@ fn window_key(check: &str, start_ms: i64, region: &str, agent: &str) -> Vec<u8> 
     k
 }
 
-impl Store for SledStore {
-    fn ingest(
+impl SledStore {
+    /// Writes one batch in one transaction, without flushing.
+    fn write_batch(
         &self,
         agent: &str,
         region: &str,
@@ -245,16 +268,21 @@ impl Store for SledStore {
                 (key, value)
             })
             .collect();
-        let outcome = (&self.windows, &self.batches)
+        (&self.windows, &self.batches)
             .transaction(|(tw, tb)| {
                 if tb.get(&marker)?.is_some() {
                     return Ok(IngestOutcome::Duplicate);
                 }
+                let mut replaced_windows = 0;
                 for (k, v) in &encoded {
-                    tw.insert(k.as_slice(), v.as_slice())?;
+                    if tw.insert(k.as_slice(), v.as_slice())?.is_some() {
+                        replaced_windows += 1;
+                    }
                 }
                 tb.insert(marker.as_slice(), &[][..])?;
-                Ok::<_, ConflictableTransactionError<()>>(IngestOutcome::Stored)
+                Ok::<_, ConflictableTransactionError<()>>(IngestOutcome::Stored {
+                    replaced_windows,
+                })
             })
             .map_err(|e| match e {
                 TransactionError::Storage(e) => StoreError::Io(e),
@@ -263,12 +291,26 @@ impl Store for SledStore {
                     key: String::from_utf8_lossy(&marker).into_owned(),
                     reason: "transaction aborted".into(),
                 },
-            })?;
+            })
+    }
+}
+
+impl Store for SledStore {
+    fn ingest_batches(
+        &self,
+        agent: &str,
+        region: &str,
+        batches: &[(u64, &[v1::Window])],
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        let outcomes = batches
+            .iter()
+            .map(|(seq, windows)| self.write_batch(agent, region, *seq, windows))
+            .collect::<Result<Vec<_>, _>>()?;
         // Ack means durable (RELIABILITY.md §2): flush before the caller acks,
         // also for a duplicate, whose first write may not have been flushed when
         // the previous coordinator process died.
         self.db.flush()?;
-        Ok(outcome)
+        Ok(outcomes)
     }
 
     fn last_seq(&self, agent: &str) -> Result<u64, StoreError> {
@@ -342,21 +384,39 @@ mod tests {
                 window("web", 2_000),
                 window("db", 1_000),
             ];
-            assert_eq!(s.ingest("a1", "eu", 1, &ws).unwrap(), IngestOutcome::Stored);
+            let fresh = IngestOutcome::Stored {
+                replaced_windows: 0,
+            };
+            assert_eq!(s.ingest("a1", "eu", 1, &ws).unwrap(), fresh);
             assert_eq!(
                 s.ingest("a1", "eu", 1, &ws).unwrap(),
                 IngestOutcome::Duplicate
             );
             assert_eq!(
                 s.ingest("a1", "eu", 2, &[window("web", 3_000)]).unwrap(),
-                IngestOutcome::Stored
+                fresh
             );
+            // A group: the same window under a new seq is stored once and
+            // reported; a batch already stored is a duplicate in the group too.
+            let w3 = [window("web", 3_000), window("web", 4_000)];
+            let w2 = [window("web", 3_000)];
+            assert_eq!(
+                s.ingest_batches("a1", "eu", &[(3, &w3[..]), (2, &w2[..])])
+                    .unwrap(),
+                [
+                    IngestOutcome::Stored {
+                        replaced_windows: 1
+                    },
+                    IngestOutcome::Duplicate
+                ]
+            );
+            assert_eq!(s.windows_since("web", 0).unwrap().len(), 4);
             // Another agent's seq space is separate, including one whose name
             // is a prefix of the first's.
             s.ingest("a", "us", 7, &[window("web", 1_000)]).unwrap();
         }
         let s = SledStore::reopen(dir.path(), 8 << 20);
-        assert_eq!(s.last_seq("a1").unwrap(), 2);
+        assert_eq!(s.last_seq("a1").unwrap(), 3);
         assert_eq!(s.last_seq("a").unwrap(), 7);
         let web = s.windows_since("web", 0).unwrap();
         let starts: Vec<_> = web
@@ -365,9 +425,15 @@ mod tests {
             .collect();
         assert_eq!(
             starts,
-            [(1_000, "eu"), (1_000, "us"), (2_000, "eu"), (3_000, "eu")]
+            [
+                (1_000, "eu"),
+                (1_000, "us"),
+                (2_000, "eu"),
+                (3_000, "eu"),
+                (4_000, "eu")
+            ]
         );
-        assert_eq!(s.windows_since("web", 2_000).unwrap().len(), 2);
+        assert_eq!(s.windows_since("web", 2_000).unwrap().len(), 3);
         // "we" is a prefix of "web" but a different check.
         assert!(s.windows_since("we", 0).unwrap().is_empty());
     }

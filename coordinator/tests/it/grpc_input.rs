@@ -63,6 +63,11 @@ fn hello(agent: &str, region: &str) -> AgentMessage {
 }
 
 fn batch(seq: u64, check: &str, histogram_bytes: Vec<u8>) -> AgentMessage {
+    batch_seconds_ago(seq, check, histogram_bytes, 1)
+}
+
+/// A batch with one window of `check`, `ago` whole seconds in the past.
+fn batch_seconds_ago(seq: u64, check: &str, histogram_bytes: Vec<u8>, ago: i64) -> AgentMessage {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -73,7 +78,7 @@ fn batch(seq: u64, check: &str, histogram_bytes: Vec<u8>) -> AgentMessage {
             spool_dropped_windows_total: 0,
             windows: vec![v1::Window {
                 check: check.into(),
-                start_unix_ms: now - now % 1000 - 1000,
+                start_unix_ms: now - now % 1000 - 1000 * ago,
                 duration_ms: 1000,
                 attempts: 1,
                 successes: 1,
@@ -233,4 +238,64 @@ async fn hostile_input_is_rejected_and_valid_batches_are_acked_once() {
         panic!("expected Welcome")
     };
     assert_eq!(w.last_stored_seq, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_stored_with_cumulative_acks_and_a_bad_batch_keeps_those_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_coord, grpc, http) = start_coordinator(&write_config(dir.path(), CONFIG));
+    let mut s = open(grpc, hello("agent-1", "eu")).await.unwrap();
+    assert!(matches!(
+        next_msg(&mut s).await,
+        coordinator_message::Msg::Welcome(_)
+    ));
+    // 40 batches back to back, as an agent draining its backlog sends them
+    // (the coordinator stores what has arrived with one flush), then one
+    // with a broken histogram.
+    let sender = s.tx.clone();
+    let sending = tokio::spawn(async move {
+        for seq in 1..=40 {
+            sender
+                .send(batch_seconds_ago(
+                    seq,
+                    "db",
+                    good_histogram(),
+                    41 - seq as i64,
+                ))
+                .await
+                .unwrap();
+        }
+        sender
+            .send(batch(41, "db", b"\x1c\x84\x93\x14garbage".to_vec()))
+            .await
+            .unwrap();
+    });
+    // Acks are cumulative and in order; the last one covers seq 40; then
+    // the session ends with the bad batch's error.
+    let mut acked = 0;
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.rx.message()).await {
+            Err(_) => panic!("stalled after ack {acked}"),
+            Ok(Ok(Some(CoordinatorMessage {
+                msg: Some(coordinator_message::Msg::Ack(a)),
+            }))) => {
+                assert!(a.seq > acked && a.seq <= 40, "ack {} after {acked}", a.seq);
+                acked = a.seq;
+            }
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => panic!("stream ended without an error"),
+            Ok(Err(status)) => break status,
+        }
+    };
+    sending.await.unwrap();
+    assert_eq!(acked, 40);
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let c = get_json(http, "/api/v1/checks/db?window=1h").await;
+    assert_eq!(c["regions"][0]["attempts"], 40, "{c}");
+    assert_eq!(c["regions"][0]["windows"], 40, "{c}");
+    let mut s = open(grpc, hello("agent-1", "eu")).await.unwrap();
+    let coordinator_message::Msg::Welcome(w) = next_msg(&mut s).await else {
+        panic!("expected Welcome")
+    };
+    assert_eq!(w.last_stored_seq, 40);
 }
