@@ -217,8 +217,12 @@ async fn session(
             .window
             .send(Duration::from_millis(u64::from(w.window_ms)));
     }
+    let pending = spool.len();
     tracing::info!(coordinator = %id.coordinator, last_stored_seq = w.last_stored_seq,
-        pending = spool.len(), "session established");
+        pending, "session established");
+    // The backlog: every batch numbered before this session. Its delivery is
+    // logged once, with how long it took.
+    let mut backlog = (pending > 0).then(|| (spool.next_seq() - 1, pending, Instant::now()));
 
     let mut sent_up_to = w.last_stored_seq;
     let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
@@ -256,7 +260,15 @@ async fn session(
         tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(m)) => match m.msg {
-                    Some(coordinator_message::Msg::Ack(a)) => spool.ack(a.seq),
+                    Some(coordinator_message::Msg::Ack(a)) => {
+                        spool.ack(a.seq);
+                        if let Some((last, batches, since)) = backlog {
+                            if a.seq >= last {
+                                tracing::info!(batches, took = ?since.elapsed(), "backlog delivered");
+                                backlog = None;
+                            }
+                        }
+                    }
                     Some(coordinator_message::Msg::Assignment(a)) => apply_assignment(out, a),
                     Some(coordinator_message::Msg::LoadStart(l)) => out.loads.start(l, tx.clone()),
                     Some(coordinator_message::Msg::LoadAbort(a)) => out.loads.abort(&a.run_id, &a.reason),
