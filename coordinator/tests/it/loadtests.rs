@@ -176,7 +176,7 @@ name = "api"
 executor = "constant-arrival-rate"
 rate = 200
 duration = "3s"
-preAllocatedVUs = 10
+preAllocatedVUs = 40
 
 [[scenario.request]]
 url = "http://{}/"
@@ -205,11 +205,17 @@ http_req_duration = ["p(95)<2000"]
         .iter()
         .map(|a| a["http_reqs"].as_u64().unwrap())
         .collect();
-    // 200/s for 3 s, split 100 + 100: the merged count is the sum of the
+    // 200/s for 3 s, split 100 + 100: each agent starts its 300 iterations
+    // or counts those it could not start in time (k6's dropped_iterations,
+    // possible on a loaded machine); the merged count is the sum of the
     // agents' counts and what the target received.
-    assert_eq!(per_agent, [300, 300], "{run}");
-    assert_eq!(run["metrics"]["http_reqs"], 600);
-    assert_eq!(target.count(), 600);
+    let sent: u64 = per_agent.iter().sum();
+    let dropped = run["metrics"]["dropped_iterations"].as_u64().unwrap();
+    assert!(per_agent.iter().all(|&n| n <= 300), "{run}");
+    assert_eq!(sent + dropped, 600, "{run}");
+    assert!(dropped <= 30, "{run}");
+    assert_eq!(run["metrics"]["http_reqs"], sent);
+    assert_eq!(target.count() as u64, sent);
 
     // The merged histogram is exactly the union of the agents' histograms,
     // so its p95 is the p95 of the union.
@@ -218,7 +224,7 @@ http_req_duration = ["p(95)<2000"]
     union.add(histogram(&h["agents"]["agent-us"])).unwrap();
     let merged = histogram(&h["merged"]);
     assert_eq!(merged, union);
-    assert_eq!(union.len(), 600);
+    assert_eq!(union.len(), sent);
     let p95_ms = union.value_at_quantile(0.95) as f64 / 1000.0;
     assert_eq!(
         run["metrics"]["http_req_duration"]["p95"].as_f64().unwrap(),

@@ -2,6 +2,8 @@
 //! The end-to-end tests run the real `vantage-coordinator` and `vantage-agent`
 //! binaries as separate processes against real targets on loopback.
 
+mod across_regions;
+mod agent_kills;
 mod alerts;
 mod channels;
 mod config;
@@ -12,6 +14,7 @@ mod grpc_input;
 mod honesty;
 mod loadtests;
 mod netfault;
+mod netns;
 mod slack_receiver;
 mod smtp;
 mod spool;

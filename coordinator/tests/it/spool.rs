@@ -2,8 +2,7 @@
 //! while the coordinator was down survive a `kill -9` of the agent and reach
 //! the coordinator after both restart, each once.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -15,21 +14,6 @@ const LOST_AT_MOST: u64 = 11;
 async fn attempts(http: std::net::SocketAddr) -> u64 {
     let c = get_json(http, "/api/v1/checks/site?window=1h").await;
     c["all"]["attempts"].as_u64().unwrap_or(0)
-}
-
-/// Sends SIGTERM and waits (bounded) for a graceful exit.
-fn terminate(proc: &mut Proc, within: Duration) {
-    let pid = proc.child.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(status.success(), "kill -TERM {pid}");
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if proc.child.try_wait().unwrap().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("process {pid} did not exit within {within:?} of SIGTERM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +75,7 @@ timeout = "200ms"
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     // A graceful stop stores and delivers the last partial window.
-    terminate(&mut agent, Duration::from_secs(15));
+    terminate("the agent", &mut agent, Duration::from_secs(15));
 
     let sent = target.requests();
     let stored = attempts(http).await;
@@ -173,7 +157,7 @@ timeout = "200ms"
         ["spool_dropped_windows_total"]
         .as_u64()
         .unwrap();
-    terminate(&mut agent, Duration::from_secs(15));
+    terminate("the agent", &mut agent, Duration::from_secs(15));
 
     let stored = get_json(http, "/api/v1/checks/site?window=1h").await["all"]["windows"]
         .as_u64()

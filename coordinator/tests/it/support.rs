@@ -176,19 +176,156 @@ pub fn start_agent_with_args(
     spool: &Path,
     extra: &[&str],
 ) -> Proc {
-    let child = Command::new(agent_bin())
-        .args(["run", "--coordinator"])
-        .arg(format!("http://{grpc}"))
-        .args(["--region", region, "--name", name])
-        .arg("--spool-dir")
-        .arg(spool)
+    let child = agent_command(grpc, region, name, spool)
         .args(extra)
-        .env("VANTAGE_LOG", "info")
-        .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawning vantage-agent");
     Proc { child, spool: None }
+}
+
+/// Like [`start_agent_with_spool`], its log (info level) written to `log`.
+pub fn start_agent_logged(
+    grpc: SocketAddr,
+    region: &str,
+    name: &str,
+    spool: &Path,
+    log: &Path,
+) -> Proc {
+    let stderr = std::fs::File::create(log).expect("creating the agent log");
+    let child = agent_command(grpc, region, name, spool)
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .expect("spawning vantage-agent");
+    Proc { child, spool: None }
+}
+
+/// `vantage-agent run` for `name` in `region` on `spool`, stdout discarded.
+pub fn agent_command(grpc: SocketAddr, region: &str, name: &str, spool: &Path) -> Command {
+    agent_command_in(None, grpc, region, name, spool)
+}
+
+/// [`agent_command`], inside network namespace `netns` when given.
+pub fn agent_command_in(
+    netns: Option<&str>,
+    grpc: SocketAddr,
+    region: &str,
+    name: &str,
+    spool: &Path,
+) -> Command {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(agent_bin());
+            c
+        }
+        None => Command::new(agent_bin()),
+    };
+    cmd.args(["run", "--coordinator"])
+        .arg(format!("http://{grpc}"))
+        .args(["--region", region, "--name", name])
+        .arg("--spool-dir")
+        .arg(spool)
+        .env("VANTAGE_LOG", "info")
+        .stdout(Stdio::null());
+    cmd
+}
+
+/// How many times an agent's log says its session ended.
+pub fn session_ends(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("session with coordinator ended")
+        .count()
+}
+
+/// Sends SIGTERM and waits (bounded) for the process to exit.
+pub fn terminate(what: &str, proc: &mut Proc, within: Duration) {
+    let pid = proc.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success(), "kill -TERM {pid} ({what})");
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if proc.child.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    panic!("{what} ({pid}, {threads} threads) did not exit within {within:?} of SIGTERM");
+}
+
+/// The 1 s window starts stored for each of `checks` by `region`, and the
+/// attempts they hold in all.
+pub fn stored_starts(
+    store: &vantage_coordinator::store::SledStore,
+    checks: &[String],
+    region: &str,
+) -> (
+    std::collections::BTreeMap<String, std::collections::BTreeSet<i64>>,
+    u64,
+) {
+    use vantage_coordinator::store::Store;
+    let mut starts = std::collections::BTreeMap::new();
+    let mut attempts = 0;
+    for check in checks {
+        let set: &mut std::collections::BTreeSet<i64> = starts.entry(check.clone()).or_default();
+        for w in store.windows_since(check, 0).unwrap() {
+            if w.region == region {
+                let w = w.window.unwrap();
+                attempts += w.attempts;
+                set.insert(w.start_unix_ms);
+            }
+        }
+    }
+    (starts, attempts)
+}
+
+/// Whether request `a` is in a stored 1 s window (of [`stored_starts`]): the
+/// window of its arrival, or of its completion at most `timeout_ms` later.
+pub fn in_stored_window(
+    starts: &std::collections::BTreeMap<String, std::collections::BTreeSet<i64>>,
+    a: &Arrival,
+    timeout_ms: i64,
+) -> bool {
+    let Some(set) = starts.get(&a.check) else {
+        return false;
+    };
+    [a.at_ms, a.at_ms + timeout_ms]
+        .iter()
+        .any(|t| set.contains(&(t - t.rem_euclid(1000))))
+}
+
+/// After the agent and the coordinator stopped: every seq the agent numbered
+/// in `spool` is stored in the coordinator's `store` or still in the
+/// spool (nothing lost), no stored seq is one the agent did not number
+/// (nothing invented), and the stored seqs have no hole (stored in order).
+/// Returns (numbered, still spooled).
+pub fn assert_every_seq_accounted_for(
+    store: &vantage_coordinator::store::SledStore,
+    spool: &vantage_agent::spool::Spool,
+    agent: &str,
+) -> (u64, usize) {
+    let numbered = spool.next_seq() - 1;
+    let mut pending = Vec::new();
+    while let Some(b) = spool.next_after(pending.last().copied().unwrap_or(0)) {
+        pending.push(b.seq);
+    }
+    let stored = store.stored_seqs(agent).unwrap();
+    eprintln!(
+        "{agent}: numbered {numbered} batches, stored {}, still spooled {}",
+        stored.len(),
+        pending.len()
+    );
+    let mut all: Vec<u64> = stored.iter().chain(&pending).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all, (1..=numbered).collect::<Vec<u64>>(), "{agent}");
+    let gap = stored.windows(2).find(|w| w[1] != w[0] + 1);
+    assert!(gap.is_none(), "{agent}: stored seqs jump at {gap:?}");
+    (numbered, pending.len())
 }
 
 /// GET over plain HTTP/1.1; returns status and body.
@@ -356,8 +493,8 @@ pub fn free_port() -> u16 {
 pub struct RegionTarget {
     pub addr: SocketAddr,
     requests: Arc<std::sync::atomic::AtomicU64>,
-    /// Arrival of every request, unix ms.
-    arrivals: Arc<std::sync::Mutex<Vec<i64>>>,
+    /// Every request as it arrived.
+    arrivals: Arc<std::sync::Mutex<Vec<Arrival>>>,
     failing: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>>,
     _task: tokio::task::JoinHandle<()>,
 }
@@ -368,16 +505,33 @@ impl Drop for RegionTarget {
     }
 }
 
+/// One request seen by a [`RegionTarget`].
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// Unix ms.
+    pub at_ms: i64,
+    /// The path without its leading `/` (the check's name).
+    pub check: String,
+    /// The agent's `X-Vantage-Region`.
+    pub region: String,
+}
+
 impl RegionTarget {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// Listens on `ip` (any free port), e.g. an address agents in a network
+    /// namespace can reach.
+    pub async fn start_on(ip: &str) -> Self {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let failing: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>> =
             Arc::default();
         let f = Arc::clone(&failing);
         let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = Arc::clone(&requests);
-        let arrivals: Arc<std::sync::Mutex<Vec<i64>>> = Arc::default();
+        let arrivals: Arc<std::sync::Mutex<Vec<Arrival>>> = Arc::default();
         let log = Arc::clone(&arrivals);
         let task = tokio::spawn(async move {
             loop {
@@ -393,7 +547,6 @@ impl RegionTarget {
                         let now = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
                             .map_or(0, |d| d.as_millis() as i64);
-                        log.lock().unwrap().push(now);
                         let check = req.uri().path().trim_start_matches('/').to_owned();
                         let region = req
                             .headers()
@@ -401,6 +554,11 @@ impl RegionTarget {
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or("")
                             .to_owned();
+                        log.lock().unwrap().push(Arrival {
+                            at_ms: now,
+                            check: check.clone(),
+                            region: region.clone(),
+                        });
                         let fail = f
                             .lock()
                             .unwrap()
@@ -444,13 +602,43 @@ impl RegionTarget {
             .lock()
             .unwrap()
             .iter()
-            .map(|t| t - t.rem_euclid(window_ms))
+            .map(|a| a.at_ms - a.at_ms.rem_euclid(window_ms))
             .collect()
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.arrivals.lock().unwrap().clone()
     }
 
     /// URL of `check`'s endpoint.
     pub fn url(&self, check: &str) -> String {
         format!("http://{}/{check}", self.addr)
+    }
+
+    /// `[[check]]` tables for HTTP checks of this target named `checks`,
+    /// run in `regions` every `interval` with `timeout`.
+    pub fn checks_toml(
+        &self,
+        checks: &[String],
+        regions: &[&str],
+        interval: &str,
+        timeout: &str,
+    ) -> String {
+        let regions = regions
+            .iter()
+            .map(|r| format!("{r:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        checks
+            .iter()
+            .map(|c| {
+                format!(
+                    "[[check]]\nname = \"{c}\"\nkind = \"http\"\nurl = \"{}\"\nregions = [{regions}]\ninterval = \"{interval}\"\ntimeout = \"{timeout}\"\n\n",
+                    self.url(c)
+                )
+            })
+            .collect()
     }
 
     /// Makes `check` fail in `regions` (`"*"`: all) from now on; empty heals it.
@@ -460,6 +648,31 @@ impl RegionTarget {
             regions.iter().map(|r| (*r).to_owned()).collect(),
         );
     }
+}
+
+/// xorshift64*: a small seeded generator for tests that print their seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// Unix time in ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// Percentile `p` (0..=100) of `values` (nearest rank).
