@@ -47,6 +47,16 @@ enum Command {
         #[command(subcommand)]
         command: LoadtestCommand,
     },
+    /// Make a new API token: prints the token (give it to its holder) and
+    /// the `[[api.token]]` table with its SHA-256 (put it in the config).
+    Token {
+        /// Who will hold it (shown in the coordinator's logs).
+        #[arg(long)]
+        name: String,
+        /// viewer (read) or admin (read and change).
+        #[arg(long, default_value = "viewer", value_parser = ["viewer", "admin"])]
+        role: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -63,6 +73,10 @@ enum LoadtestCommand {
         /// The coordinator's HTTP API.
         #[arg(long, env = "VANTAGE_API", default_value = "http://127.0.0.1:7080")]
         api: String,
+        /// A file holding an admin API token (else the environment variable
+        /// VANTAGE_API_TOKEN); never on the command line, where `ps` shows it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         /// No progress line.
         #[arg(long, short = 'q')]
         quiet: bool,
@@ -84,9 +98,32 @@ pub fn execute(cli: Cli) -> ExitCode {
                     file,
                     regions,
                     api,
+                    token_file,
                     quiet,
                 },
-        } => loadtest_run(&file, regions, &api, quiet),
+        } => match api_token(token_file.as_deref()) {
+            Ok(token) => loadtest_run(&file, regions, &api, token.as_deref(), quiet),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_LOAD_BAD_INPUT)
+            }
+        },
+        Command::Token { name, role } => {
+            if !vantage_proto::is_valid_name(&name) {
+                eprintln!("error: --name: use 1-64 characters from A-Z a-z 0-9 . _ -");
+                return ExitCode::from(EXIT_ERROR);
+            }
+            let token = vantage_coordinator::api::auth::generate();
+            let hex: String = vantage_coordinator::api::auth::digest(&token)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            println!("token (give it to {name}; it is not stored anywhere):\n  {token}\n");
+            println!(
+                "config:\n[[api.token]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{hex}\""
+            );
+            ExitCode::SUCCESS
+        }
         Command::Validate { file } => match config::load(&file) {
             Ok(cfg) => {
                 println!("{}: ok ({} checks)", file.display(), cfg.checks.len());
@@ -180,7 +217,26 @@ pub async fn shutdown_signal() {
 }
 
 /// `vantage-coordinator loadtest run`.
-fn loadtest_run(file: &std::path::Path, regions: Vec<String>, api: &str, quiet: bool) -> ExitCode {
+/// The API token for client commands: from `file`, else from
+/// `VANTAGE_API_TOKEN`, else none.
+fn api_token(file: Option<&std::path::Path>) -> Result<Option<String>, String> {
+    let source = match file {
+        Some(f) => vantage_coordinator::secret::SecretSource::File(f.to_path_buf()),
+        None if std::env::var_os("VANTAGE_API_TOKEN").is_some() => {
+            vantage_coordinator::secret::SecretSource::Env("VANTAGE_API_TOKEN".into())
+        }
+        None => return Ok(None),
+    };
+    source.read().map(|s| Some(s.expose().to_owned()))
+}
+
+fn loadtest_run(
+    file: &std::path::Path,
+    regions: Vec<String>,
+    api: &str,
+    token: Option<&str>,
+    quiet: bool,
+) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
@@ -208,7 +264,7 @@ fn loadtest_run(file: &std::path::Path, regions: Vec<String>, api: &str, quiet: 
     rt.block_on(async move {
         let body = serde_json::json!({ "file": text, "regions": regions }).to_string();
         let (status, created) =
-            match api_call(&addr, "POST", "/api/v1/loadtests", Some(&body)).await {
+            match api_call(&addr, token, "POST", "/api/v1/loadtests", Some(&body)).await {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: {api}: {e}");
@@ -235,7 +291,7 @@ fn loadtest_run(file: &std::path::Path, regions: Vec<String>, api: &str, quiet: 
         let mut failures = 0;
         let result = loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            match api_call(&addr, "GET", &path, None).await {
+            match api_call(&addr, token, "GET", &path, None).await {
                 Ok((200, v)) => {
                     failures = 0;
                     if !v["verdict"].is_null() {
@@ -283,6 +339,7 @@ fn loadtest_run(file: &std::path::Path, regions: Vec<String>, api: &str, quiet: 
 /// JSON body.
 async fn api_call(
     addr: &str,
+    token: Option<&str>,
     method: &str,
     path: &str,
     body: Option<&str>,
@@ -297,8 +354,11 @@ async fn api_call(
     .map_err(|_| "connect timed out".to_owned())?
     .map_err(io)?;
     let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.map_err(io)?;

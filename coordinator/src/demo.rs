@@ -69,7 +69,7 @@ async fn respond(path: &str, n: u64) -> Response<Full<Bytes>> {
 
 /// Runs target, coordinator and agent until `shutdown` completes.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(Bound) + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -79,6 +79,17 @@ pub async fn run(
         name.push("-agent-spool");
         std::path::PathBuf::from(name)
     };
+    // The API needs a token: without one in the config, the demo makes an
+    // admin token for this run and prints it.
+    let demo_token = config.api.tokens.is_empty().then(|| {
+        let token = crate::api::auth::generate();
+        config.api.tokens.push(crate::api::auth::ApiToken {
+            name: "demo".into(),
+            role: crate::api::auth::Role::Admin,
+            sha256: crate::api::auth::digest(&token),
+        });
+        token
+    });
     let target_addr: SocketAddr = DEMO_TARGET.parse()?;
     let listener = TcpListener::bind(target_addr)
         .await
@@ -118,6 +129,15 @@ pub async fn run(
         "demo running: target http://{target_addr}/, API http://{}/api/v1/checks (Ctrl-C to stop)",
         bound.http
     );
+    if let Some(token) = demo_token {
+        // Printed once, for the person who started the demo; it lives as
+        // long as this process.
+        println!("API token for this demo (admin): {token}");
+        println!(
+            "  curl -s -H \"Authorization: Bearer {token}\" http://{}/api/v1/checks",
+            bound.http
+        );
+    }
     shutdown.await;
     stop.cancel();
     agent.await??;

@@ -164,11 +164,15 @@ pub async fn run(
         fleet,
         alerts,
         loadtests,
+        auth: api::auth::Auth::new(config.api.tokens.clone()),
     });
     let http = tokio::spawn(async move {
-        axum::serve(http_listener, app)
-            .with_graceful_shutdown(async move { http_token.cancelled().await })
-            .await
+        axum::serve(
+            http_listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { http_token.cancelled().await })
+        .await
     });
 
     on_bound(bound);

@@ -158,7 +158,7 @@ pub(super) async fn create(
     State(st): State<ApiState>,
     body: Result<Json<NewSilence>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Silence>), ApiError> {
-    let Json(body) = body.map_err(|e| bad(format!("invalid body: {}", e.body_text())))?;
+    let body = super::json_body(body)?;
     let silence = body.validate(now_ms())?;
     let alerts = st.alerts.clone();
     let saved = tokio::task::spawn_blocking(move || alerts.add_silence(silence))

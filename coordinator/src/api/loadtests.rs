@@ -23,12 +23,7 @@ pub(super) async fn create(
     State(st): State<ApiState>,
     body: Result<Json<NewRun>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(body) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid body: {}", e.body_text()),
-        )
-    })?;
+    let body = super::json_body(body)?;
     match st.loadtests.create(&body.file, &body.regions) {
         Ok(v) => Ok((StatusCode::CREATED, Json(v))),
         Err(r) => Err(ApiError::new(

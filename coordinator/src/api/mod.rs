@@ -10,14 +10,17 @@
 //! | `POST /api/v1/silences`, `DELETE /api/v1/silences/{id}` | silences |
 //!
 //! `?window=5m` (default 5 m, at most 24 h) selects the sliding window.
+//!
+//! Every route but `/healthz` needs a bearer token ([`auth`]); every
+//! response carries `x-request-id`. No CORS headers are sent.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +28,7 @@ use crate::alert::store::AlertStore;
 use crate::config::{CheckConfig, Config};
 
 pub mod alerts;
+pub mod auth;
 mod loadtests;
 
 /// Largest request body accepted (RELIABILITY.md API4).
@@ -51,31 +55,95 @@ pub struct ApiState {
     pub alerts: Arc<dyn AlertStore>,
     /// Distributed load runs.
     pub loadtests: Arc<crate::loadtest::LoadTests>,
+    /// API tokens and the failed-authentication limiter.
+    pub auth: Arc<auth::Auth>,
 }
 
-/// The API router.
+/// One route: method, path, handler, largest body accepted.
+type Route = (Method, &'static str, MethodRouter<ApiState>, usize);
+
+/// Every route of the API. The router is built from this table, and the
+/// route-table test walks it: a route exists only here.
+fn table() -> Vec<Route> {
+    // A load file may be larger than other bodies (JSON-escaped, so twice
+    // the file limit).
+    let load_body = 2 * crate::loadtest::MAX_FILE_BYTES;
+    vec![
+        (Method::GET, "/healthz", get(healthz), MAX_BODY_BYTES),
+        (Method::GET, "/api/v1/agents", get(agents), MAX_BODY_BYTES),
+        (
+            Method::GET,
+            "/api/v1/checks",
+            get(list_checks),
+            MAX_BODY_BYTES,
+        ),
+        (
+            Method::GET,
+            "/api/v1/checks/{name}",
+            get(get_check),
+            MAX_BODY_BYTES,
+        ),
+        (
+            Method::GET,
+            "/api/v1/alerts",
+            get(alerts::list),
+            MAX_BODY_BYTES,
+        ),
+        (
+            Method::POST,
+            "/api/v1/silences",
+            post(alerts::create),
+            MAX_BODY_BYTES,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/silences/{id}",
+            delete(alerts::delete),
+            MAX_BODY_BYTES,
+        ),
+        (
+            Method::GET,
+            "/api/v1/loadtests",
+            get(loadtests::list),
+            MAX_BODY_BYTES,
+        ),
+        (
+            Method::POST,
+            "/api/v1/loadtests",
+            post(loadtests::create),
+            load_body,
+        ),
+        (
+            Method::GET,
+            "/api/v1/loadtests/{id}",
+            get(loadtests::get_one),
+            MAX_BODY_BYTES,
+        ),
+    ]
+}
+
+/// Method and path of every route, for tests and docs.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    table().into_iter().map(|(m, p, _, _)| (m, p)).collect()
+}
+
+/// The API router. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: failed
+/// authentications are limited per client address.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/api/v1/agents", get(agents))
-        .route("/api/v1/checks", get(list_checks))
-        .route("/api/v1/checks/{name}", get(get_check))
-        .route("/api/v1/alerts", get(alerts::list))
-        .route("/api/v1/silences", post(alerts::create))
-        .route("/api/v1/silences/{id}", delete(alerts::delete))
-        .route("/api/v1/loadtests", get(loadtests::list))
-        .route("/api/v1/loadtests/{id}", get(loadtests::get_one))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // A load file may be larger than other bodies (JSON-escaped, so
-        // twice the file limit).
-        .merge(
-            Router::new()
-                .route("/api/v1/loadtests", post(loadtests::create))
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    2 * crate::loadtest::MAX_FILE_BYTES,
-                )),
-        )
+    let auth = Arc::clone(&state.auth);
+    table()
+        .into_iter()
+        .fold(Router::new(), |r, (_, path, handler, limit)| {
+            r.route(
+                path,
+                handler.layer(axum::extract::DefaultBodyLimit::max(limit)),
+            )
+        })
         .with_state(state)
+        // Outermost, so it covers every route above, any added later and the
+        // 404 fallback (unknown paths are not revealed without a token).
+        .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
 }
 
 /// An API error: a status and a message safe to show (no internals).
@@ -102,11 +170,26 @@ impl ApiError {
     }
 }
 
+/// A JSON body, or the error: 413 past the body limit, 415 without a JSON
+/// content type, 400 for anything else wrong with it.
+fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    body.map(|Json(v)| v).map_err(|e| {
+        let status = match e.status() {
+            s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => s,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, format!("invalid body: {}", e.body_text()))
+    })
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let request_id = auth::REQUEST_ID.try_with(Clone::clone).ok();
         (
             self.status,
-            Json(serde_json::json!({ "error": self.message })),
+            Json(serde_json::json!({ "error": self.message, "request_id": request_id })),
         )
             .into_response()
     }

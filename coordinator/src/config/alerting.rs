@@ -338,7 +338,11 @@ fn read_secret(
     r.required(cx, key, |cx, f| secret(cx, f, base_dir)).ok()
 }
 
-fn secret(cx: &mut Ctx<'_>, f: &Field<'_, '_>, base_dir: &Path) -> Result<Secret, Reported> {
+pub(super) fn secret(
+    cx: &mut Ctx<'_>,
+    f: &Field<'_, '_>,
+    base_dir: &Path,
+) -> Result<Secret, Reported> {
     const FORM: &str = "secrets are read from the environment or a file, never written in the config: use { env = \"NAME\" } or { file = \"path\" }";
     let toml::de::DeValue::Table(_) = f.value.get_ref() else {
         // Never echo the value: it may be the secret itself.

@@ -67,6 +67,10 @@ fn a_kind(kind: ProbeKind) -> String {
 }
 
 /// Reads the top-level `check` key: an array of tables.
+/// Most `[[check]]` tables one config may hold (RELIABILITY.md API4): each
+/// costs memory, evaluation time and agent work.
+pub const MAX_CHECKS: usize = 10_000;
+
 pub(super) fn read_checks(
     cx: &mut Ctx<'_>,
     root: &mut TableReader<'_, '_>,
@@ -81,7 +85,16 @@ pub(super) fn read_checks(
     };
     let mut names = HashMap::new();
     let mut checks = Vec::new();
-    for (i, element) in elements.iter().enumerate() {
+    if let Some(first_over) = elements.get(MAX_CHECKS) {
+        first_over.error(
+            cx,
+            format!(
+                "{} checks: at most {MAX_CHECKS} per config (split the fleet across coordinators)",
+                elements.len()
+            ),
+        );
+    }
+    for (i, element) in elements.iter().enumerate().take(MAX_CHECKS) {
         let Ok(r) = element.table(cx, "a table ([[check]])") else {
             continue;
         };

@@ -123,6 +123,17 @@ pub struct Config {
     pub maintenance: Vec<Maintenance>,
     /// The `[load]` table: where distributed load runs may go, and how hard.
     pub load: LoadConfig,
+    /// The `[api]` table: who may call the HTTP API.
+    pub api: ApiConfig,
+}
+
+/// The `[api]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// `[[api.token]]`: name, role, and the token's SHA-256 (`sha256`, hex)
+    /// or the token itself from a secret source (`token = { env | file }`),
+    /// hashed when read. Names are unique.
+    pub tokens: Vec<crate::api::auth::ApiToken>,
 }
 
 /// The `[load]` table, defaults applied.
@@ -251,6 +262,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigErrors> {
     let names: Vec<&str> = checks.iter().map(|c| c.check.name.as_str()).collect();
     let maintenance = alerting::read_maintenance(&mut cx, &mut root, &names);
     let load = read_load(&mut cx, &mut root);
+    let api = read_api(&mut cx, &mut root, base_dir);
     root.finish(&mut cx);
 
     let errors = cx.into_errors();
@@ -263,6 +275,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigErrors> {
             channels,
             maintenance,
             load,
+            api,
         })
     } else {
         Err(ConfigErrors(errors))
@@ -415,6 +428,89 @@ fn read_load(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>) -> LoadConfig {
     }
     r.finish(cx);
     load
+}
+
+fn read_api(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>, base_dir: &Path) -> ApiConfig {
+    use crate::api::auth::{ApiToken, Role};
+    let mut api = ApiConfig::default();
+    let Some(field) = root.field("api") else {
+        return api;
+    };
+    let Ok(mut r) = field.table(cx, "a table ([api])") else {
+        return api;
+    };
+    let elements = match r.field("token") {
+        Some(f) => f
+            .array(cx, "an array of tables ([[api.token]])")
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mut names: Vec<String> = Vec::new();
+    for element in &elements {
+        let Ok(mut t) = element.table(cx, "a table ([[api.token]])") else {
+            continue;
+        };
+        let name = t.required(cx, "name", |cx, f| {
+            let s = reader::string(cx, f)?;
+            if !vantage_proto::is_valid_name(&s) {
+                return Err(f.error(
+                    cx,
+                    format!(
+                        "{s:?} is not a valid name: use 1-64 characters from A-Z a-z 0-9 . _ -"
+                    ),
+                ));
+            }
+            if names.contains(&s) {
+                return Err(f.error(cx, format!("duplicate token name {s:?}")));
+            }
+            names.push(s.clone());
+            Ok(s)
+        });
+        let role = t.required(cx, "role", |cx, f| match reader::string(cx, f)?.as_str() {
+            "viewer" => Ok(Role::Viewer),
+            "admin" => Ok(Role::Admin),
+            other => Err(f.error(cx, format!("{other:?} is not a role: use viewer or admin"))),
+        });
+        let hashed = t.optional(cx, "sha256", |cx, f| {
+            let s = reader::string(cx, f)?;
+            parse_sha256(&s).ok_or_else(|| {
+                f.error(cx, "expected 64 hex digits: the SHA-256 of the token (vantage-coordinator token prints it)")
+            })
+        });
+        let secret = t.optional(cx, "token", |cx, f| alerting::secret(cx, f, base_dir));
+        let digest = match (hashed, secret) {
+            (Ok(Some(d)), Ok(None)) => Some(d),
+            (Ok(None), Ok(Some(s))) => Some(crate::api::auth::digest(s.expose())),
+            (Ok(_), Ok(_)) => {
+                let at = t.header().clone();
+                cx.error(
+                    &at,
+                    &t.key_path("sha256"),
+                    "give exactly one of sha256 = \"HEX\" or token = { env = \"NAME\" } / { file = \"path\" }",
+                );
+                None
+            }
+            _ => None,
+        };
+        t.finish(cx);
+        if let (Ok(name), Ok(role), Some(sha256)) = (name, role, digest) {
+            api.tokens.push(ApiToken { name, role, sha256 });
+        }
+    }
+    r.finish(cx);
+    api
+}
+
+/// 64 hex digits to 32 bytes.
+fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 fn listen_addr(cx: &mut Ctx<'_>, f: &Field<'_, '_>) -> Result<SocketAddr, Reported> {

@@ -475,28 +475,9 @@ timeout = "1s"
 }
 
 /// POSTs JSON to the API; returns status and body.
-async fn http_post(
-    addr: std::net::SocketAddr,
-    path: &str,
-    method: &str,
-    body: &str,
-) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+/// A request with the test admin token.
+async fn admin(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_request(addr, method, path, Some(body), Some(TEST_ADMIN_TOKEN)).await
 }
 
 fn hook_events(hook: &SlackReceiver) -> Vec<(String, String, String)> {
@@ -592,16 +573,16 @@ comment = "planned work"
     wait_for_data(http, &["web", "maint"], &["eu", "us"]).await;
 
     // Silences: validated, listed, removed.
-    let (status, body) = http_post(http, "/api/v1/silences", "POST", r#"{"comment":"x"}"#).await;
+    let (status, body) = admin(http, "POST", "/api/v1/silences", r#"{"comment":"x"}"#).await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body.contains("exactly one of ends_at and duration"),
         "{body}"
     );
-    let (status, body) = http_post(
+    let (status, body) = admin(
         http,
-        "/api/v1/silences",
         "POST",
+        "/api/v1/silences",
         r#"{"subject":"nothing-here","duration":"1h","comment":"maintenance"}"#,
     )
     .await;
@@ -612,8 +593,8 @@ comment = "planned work"
     let alerts = get_json(http, "/api/v1/alerts").await;
     assert_eq!(alerts["silences"][0]["subject"], "nothing-here", "{alerts}");
     let path = format!("/api/v1/silences/{id}");
-    assert_eq!(http_post(http, &path, "DELETE", "").await.0, 204);
-    assert_eq!(http_post(http, &path, "DELETE", "").await.0, 404);
+    assert_eq!(admin(http, "DELETE", &path, "").await.0, 204);
+    assert_eq!(admin(http, "DELETE", &path, "").await.0, 404);
 
     // The us agent dies: agent_down, and no alert about the target.
     drop(us);

@@ -531,3 +531,54 @@ proptest! {
         check_outcome(&mutate(VALID, &edits));
     }
 }
+
+#[test]
+fn api_tokens_come_as_a_digest_or_from_a_secret_file_and_are_kept_hashed() {
+    use vantage_coordinator::api::auth::{digest, Role};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ops.token"), "token-from-a-file\n").unwrap();
+    let hex: String = digest("token-from-the-digest")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let text = format!(
+        "version = 1\n\n[[api.token]]\nname = \"ops\"\nrole = \"admin\"\ntoken = {{ file = \"ops.token\" }}\n\n[[api.token]]\nname = \"grafana\"\nrole = \"viewer\"\nsha256 = \"{hex}\"\n"
+    );
+    let cfg = config::parse(&text, &dir.path().join("vantage.toml")).unwrap();
+    let tokens = &cfg.api.tokens;
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(
+        (tokens[0].name.as_str(), tokens[0].role),
+        ("ops", Role::Admin)
+    );
+    assert_eq!(tokens[0].sha256, digest("token-from-a-file"));
+    assert_eq!(
+        (tokens[1].name.as_str(), tokens[1].role),
+        ("grafana", Role::Viewer)
+    );
+    assert_eq!(tokens[1].sha256, digest("token-from-the-digest"));
+    // The parsed config never shows a token or its digest.
+    let shown = format!("{cfg:?}");
+    assert!(
+        !shown.contains("token-from") && !shown.contains(&hex[..16]),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_config_holds_at_most_ten_thousand_checks() {
+    let check = |i: usize| {
+        format!("[[check]]\nname = \"c{i}\"\nkind = \"tcp\"\nhost = \"db\"\nport = 5432\nregions = [\"eu\"]\n\n")
+    };
+    let many: String = (0..10_000).map(check).collect();
+    let cfg = parse(&format!("version = 1\n{many}")).unwrap();
+    assert_eq!(cfg.checks.len(), 10_000);
+    let errors = parse(&format!("version = 1\n{many}{}", check(10_000)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("check[10000]: 10001 checks: at most 10000 per config"),
+        "{errors}"
+    );
+    assert_eq!(errors.lines().count(), 1, "{errors}");
+}

@@ -146,6 +146,7 @@ async fn loadtest_run(f: &Fleet, file: &str) -> Output {
             .args(["loadtest", "run"])
             .arg(&path)
             .args(["--regions", "eu,us", "--api", &api, "--quiet"])
+            .env("VANTAGE_API_TOKEN", TEST_ADMIN_TOKEN)
             .output()
             .unwrap()
     })
@@ -294,18 +295,16 @@ async fn refused_runs_say_why_and_send_nothing() {
     let post = |body: Value| {
         let http = f.http;
         async move {
-            let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
             let body = body.to_string();
-            let req = format!(
-                "POST /api/v1/loadtests HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-            s.write_all(req.as_bytes()).await.unwrap();
-            let mut buf = String::new();
-            s.read_to_string(&mut buf).await.unwrap();
-            let status: u16 = buf[9..12].parse().unwrap();
-            (status, buf)
+            let (status, text) = http_request(
+                http,
+                "POST",
+                "/api/v1/loadtests",
+                Some(&body),
+                Some(TEST_ADMIN_TOKEN),
+            )
+            .await;
+            (status, text)
         }
     };
     let scenario = |url: &str, rate: u64| {

@@ -5,6 +5,7 @@
 mod across_regions;
 mod agent_kills;
 mod alerts;
+mod api_auth;
 mod channels;
 mod config;
 mod crash;

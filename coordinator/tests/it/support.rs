@@ -328,10 +328,60 @@ pub fn assert_every_seq_accounted_for(
     (numbered, pending.len())
 }
 
-/// GET over plain HTTP/1.1; returns status and body.
+/// The admin API token every config written by [`write_config`] accepts.
+pub const TEST_ADMIN_TOKEN: &str = "vantage-test-admin-token-0123456789";
+
+/// GET over plain HTTP/1.1 with the test admin token; status and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.expect("connect to API");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    http_request(addr, "GET", path, None, Some(TEST_ADMIN_TOKEN)).await
+}
+
+/// One HTTP/1.1 request to the API with an optional JSON body and bearer
+/// token; status and body (headers dropped).
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, String) {
+    let (status, _, body) = http_exchange(addr, method, path, body, token, None).await;
+    (status, body)
+}
+
+/// [`http_request`], with the response head too, optionally from another
+/// source address.
+pub async fn http_exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+    from: Option<std::net::Ipv4Addr>,
+) -> (u16, String, String) {
+    let mut s = match from {
+        // Another loopback address (127.0.0.0/8 is all local): a client
+        // the API counts separately.
+        Some(ip) => {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind((ip, 0).into()).unwrap();
+            socket.connect(addr).await.expect("connect to API")
+        }
+        None => TcpStream::connect(addr).await.expect("connect to API"),
+    };
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let payload = body.unwrap_or("");
+    let kind = if body.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}{kind}Content-Length: {}\r\n\r\n{payload}",
+        payload.len()
+    );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
@@ -340,11 +390,8 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap();
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_owned(), body.to_owned())
 }
 
 pub async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
@@ -472,9 +519,21 @@ where
     }
 }
 
+/// Writes `body` as `vantage.toml` in `dir`, with an `[[api.token]]` for
+/// [`TEST_ADMIN_TOKEN`] unless the body has its own `[api]`.
 pub fn write_config(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("vantage.toml");
-    std::fs::write(&path, body).unwrap();
+    let mut text = body.to_owned();
+    if !text.contains("[api") {
+        let hex: String = vantage_coordinator::api::auth::digest(TEST_ADMIN_TOKEN)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        text.push_str(&format!(
+            "\n[[api.token]]\nname = \"test-admin\"\nrole = \"admin\"\nsha256 = \"{hex}\"\n"
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
     path
 }
 
