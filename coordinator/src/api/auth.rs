@@ -257,30 +257,24 @@ pub async fn guard(
                 }
                 Err(Refusal::Unauthorized) => {
                     tracing::info!(peer = %peer.ip(), "refused: no valid token");
-                    let mut r = ApiError::new(
+                    refusal(
                         StatusCode::UNAUTHORIZED,
-                        "a valid API token is required: Authorization: Bearer TOKEN",
+                        "a valid API token is required: Authorization: Bearer TOKEN".into(),
+                        Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))),
                     )
-                    .into_response();
-                    r.headers_mut()
-                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                    r
                 }
-                Err(Refusal::Forbidden(role)) => ApiError::new(
+                Err(Refusal::Forbidden(role)) => refusal(
                     StatusCode::FORBIDDEN,
                     format!("this request needs the {} role", role.as_str()),
-                )
-                .into_response(),
+                    None,
+                ),
                 Err(Refusal::Limited(secs)) => {
                     tracing::warn!(peer = %peer.ip(), "refused: too many failed authentications");
-                    let mut r = ApiError::new(
+                    refusal(
                         StatusCode::TOO_MANY_REQUESTS,
-                        "too many failed authentications from this address; retry later",
+                        "too many failed authentications from this address; retry later".into(),
+                        Some((header::RETRY_AFTER, HeaderValue::from(secs))),
                     )
-                    .into_response();
-                    r.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                    r
                 }
             }
         })
@@ -291,6 +285,19 @@ pub async fn guard(
         response.headers_mut().insert("x-request-id", v);
     }
     response
+}
+
+/// An error response with one extra header.
+fn refusal(
+    status: StatusCode,
+    message: String,
+    extra: Option<(header::HeaderName, HeaderValue)>,
+) -> Response {
+    let mut r = ApiError::new(status, message).into_response();
+    if let Some((name, value)) = extra {
+        r.headers_mut().insert(name, value);
+    }
+    r
 }
 
 #[cfg(test)]

@@ -68,56 +68,30 @@ fn table() -> Vec<Route> {
     // A load file may be larger than other bodies (JSON-escaped, so twice
     // the file limit).
     let load_body = 2 * crate::loadtest::MAX_FILE_BYTES;
+    let route = |m, path, handler| (m, path, handler, MAX_BODY_BYTES);
     vec![
-        (Method::GET, "/healthz", get(healthz), MAX_BODY_BYTES),
-        (Method::GET, "/api/v1/agents", get(agents), MAX_BODY_BYTES),
-        (
-            Method::GET,
-            "/api/v1/checks",
-            get(list_checks),
-            MAX_BODY_BYTES,
-        ),
-        (
-            Method::GET,
-            "/api/v1/checks/{name}",
-            get(get_check),
-            MAX_BODY_BYTES,
-        ),
-        (
-            Method::GET,
-            "/api/v1/alerts",
-            get(alerts::list),
-            MAX_BODY_BYTES,
-        ),
-        (
-            Method::POST,
-            "/api/v1/silences",
-            post(alerts::create),
-            MAX_BODY_BYTES,
-        ),
-        (
+        route(Method::GET, "/healthz", get(healthz)),
+        route(Method::GET, "/api/v1/agents", get(agents)),
+        route(Method::GET, "/api/v1/checks", get(list_checks)),
+        route(Method::GET, "/api/v1/checks/{name}", get(get_check)),
+        route(Method::GET, "/api/v1/alerts", get(alerts::list)),
+        route(Method::POST, "/api/v1/silences", post(alerts::create)),
+        route(
             Method::DELETE,
             "/api/v1/silences/{id}",
             delete(alerts::delete),
-            MAX_BODY_BYTES,
         ),
-        (
-            Method::GET,
-            "/api/v1/loadtests",
-            get(loadtests::list),
-            MAX_BODY_BYTES,
-        ),
+        route(Method::GET, "/api/v1/loadtests", get(loadtests::list)),
         (
             Method::POST,
             "/api/v1/loadtests",
             post(loadtests::create),
             load_body,
         ),
-        (
+        route(
             Method::GET,
             "/api/v1/loadtests/{id}",
             get(loadtests::get_one),
-            MAX_BODY_BYTES,
         ),
     ]
 }

@@ -228,23 +228,7 @@ pub(super) fn read_channels(
             continue;
         };
         let name = r.required(cx, "name", |cx, f| {
-            let s = reader::string(cx, f)?;
-            if !vantage_proto::is_valid_name(&s) {
-                return Err(f.error(
-                    cx,
-                    format!(
-                        "{s:?} is not a valid name: use 1-64 characters from A-Z a-z 0-9 . _ -"
-                    ),
-                ));
-            }
-            if let Some(first) = names.get(&s) {
-                return Err(f.error(
-                    cx,
-                    format!("duplicate channel name {s:?}: channel[{first}] already uses it"),
-                ));
-            }
-            names.insert(s.clone(), i);
-            Ok(s)
+            super::unique_name(cx, f, ("channel", i), &mut names)
         });
         let kind = r.required(cx, "kind", |cx, f| {
             let s = reader::string(cx, f)?;

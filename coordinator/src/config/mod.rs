@@ -445,26 +445,13 @@ fn read_api(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>, base_dir: &Path) -
             .unwrap_or_default(),
         None => Vec::new(),
     };
-    let mut names: Vec<String> = Vec::new();
-    for element in &elements {
+    let mut names = std::collections::HashMap::new();
+    for (i, element) in elements.iter().enumerate() {
         let Ok(mut t) = element.table(cx, "a table ([[api.token]])") else {
             continue;
         };
         let name = t.required(cx, "name", |cx, f| {
-            let s = reader::string(cx, f)?;
-            if !vantage_proto::is_valid_name(&s) {
-                return Err(f.error(
-                    cx,
-                    format!(
-                        "{s:?} is not a valid name: use 1-64 characters from A-Z a-z 0-9 . _ -"
-                    ),
-                ));
-            }
-            if names.contains(&s) {
-                return Err(f.error(cx, format!("duplicate token name {s:?}")));
-            }
-            names.push(s.clone());
-            Ok(s)
+            unique_name(cx, f, ("api.token", i), &mut names)
         });
         let role = t.required(cx, "role", |cx, f| match reader::string(cx, f)?.as_str() {
             "viewer" => Ok(Role::Viewer),
@@ -499,6 +486,31 @@ fn read_api(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>, base_dir: &Path) -
     }
     r.finish(cx);
     api
+}
+
+/// A `name` key of element `i` of the `table` array: a valid name, not taken
+/// by an earlier element (`seen`: name to index).
+fn unique_name(
+    cx: &mut Ctx<'_>,
+    f: &Field<'_, '_>,
+    (table, i): (&str, usize),
+    seen: &mut std::collections::HashMap<String, usize>,
+) -> Result<String, Reported> {
+    let s = reader::string(cx, f)?;
+    if !vantage_proto::is_valid_name(&s) {
+        return Err(f.error(
+            cx,
+            format!("{s:?} is not a valid name: use 1-64 characters from A-Z a-z 0-9 . _ -"),
+        ));
+    }
+    if let Some(first) = seen.get(&s) {
+        return Err(f.error(
+            cx,
+            format!("duplicate {table} name {s:?}: {table}[{first}] already uses it"),
+        ));
+    }
+    seen.insert(s.clone(), i);
+    Ok(s)
 }
 
 /// 64 hex digits to 32 bytes.
