@@ -36,6 +36,9 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Largest secret file read.
+pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
 /// Where a secret comes from: `{ env = "NAME" }` or `{ file = "path" }` in
 /// the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,8 +65,22 @@ impl SecretSource {
                 }
             },
             SecretSource::File(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+                use std::io::Read as _;
+                let cannot =
+                    |e: std::io::Error| format!("cannot read secret file {}: {e}", path.display());
+                // Bounded: a path such as /dev/zero must fail, not hang.
+                let mut text = String::new();
+                std::fs::File::open(path)
+                    .map_err(cannot)?
+                    .take(MAX_SECRET_BYTES + 1)
+                    .read_to_string(&mut text)
+                    .map_err(cannot)?;
+                if text.len() as u64 > MAX_SECRET_BYTES {
+                    return Err(format!(
+                        "secret file {} is larger than {MAX_SECRET_BYTES} bytes",
+                        path.display()
+                    ));
+                }
                 let value = text
                     .strip_suffix('\n')
                     .map(|t| t.strip_suffix('\r').unwrap_or(t))
@@ -102,6 +119,8 @@ mod tests {
         std::fs::write(&p, "\n").unwrap();
         let e = SecretSource::File(p.clone()).read().unwrap_err();
         assert!(e.contains("is empty"), "{e}");
+        let e = SecretSource::File("/dev/zero".into()).read().unwrap_err();
+        assert!(e.contains("larger than 65536 bytes"), "{e}");
         let e = SecretSource::Env("VANTAGE_TEST_SURELY_UNSET_VAR".into())
             .read()
             .unwrap_err();
