@@ -28,6 +28,8 @@ pub mod config;
 pub mod demo;
 pub mod eval;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod loadtest;
 pub mod secret;
 pub mod store;

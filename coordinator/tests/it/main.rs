@@ -11,6 +11,7 @@ mod config;
 mod crash;
 mod e2e;
 mod email;
+mod fuzz_corpus;
 mod grpc_input;
 mod honesty;
 mod loadtests;
