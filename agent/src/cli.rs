@@ -68,6 +68,12 @@ enum Command {
         /// from this agent (default 100000).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=vantage_agent::load::file::HIGHEST_MAX_RATE as u64))]
         load_max_rate: Option<u64>,
+        /// Let checks and load reach this non-public range (CIDR or one
+        /// address; repeatable; also VANTAGE_EGRESS_ALLOW, comma-separated).
+        /// Loopback, private, link-local (metadata), CGNAT and ULA addresses
+        /// are refused without it.
+        #[arg(long, value_name = "CIDR")]
+        egress_allow: Vec<String>,
     },
     /// Run one check now and print its phases, status and TLS facts.
     Probe {
@@ -141,7 +147,22 @@ pub fn execute(cli: Cli) -> ExitCode {
             load_allow_host,
             load_max_vus,
             load_max_rate,
+            egress_allow,
         } => {
+            let env = std::env::var(vantage_agent::egress::ALLOW_ENV).ok();
+            let egress = match vantage_agent::egress::EgressPolicy::from_flags_and_env(
+                &egress_allow,
+                env.as_deref(),
+            ) {
+                Ok(policy) => policy,
+                Err(e) => {
+                    eprintln!(
+                        "error: --egress-allow / {}: {e}",
+                        vantage_agent::egress::ALLOW_ENV
+                    );
+                    return ExitCode::from(EXIT_ERROR);
+                }
+            };
             let name = name.unwrap_or_else(default_name);
             let mut opts = AgentOptions::new(Identity {
                 coordinator,
@@ -151,6 +172,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             opts.max_concurrent_probes = max_concurrent_probes;
             opts.spool_dir = Some(spool_dir);
             opts.spool_max_bytes = spool_max_bytes;
+            opts.egress = std::sync::Arc::new(egress);
             let env = std::env::var(vantage_agent::load::safety::ALLOWED_HOSTS_ENV).ok();
             opts.load = vantage_agent::load::remote::Limits {
                 allowed: vantage_agent::load::safety::AllowedHosts::from_flags_and_env(
@@ -274,6 +296,7 @@ fn load(command: Command) -> ExitCode {
         hlog,
         progress: (!quiet).then(|| std::io::stderr().is_terminal()),
         remote: None,
+        egress: None,
     };
     match rt.block_on(load::run(plan, opts)) {
         Ok(report) => {

@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+pub mod egress;
 pub mod load;
 pub mod oneshot;
 pub mod probe;
@@ -52,6 +53,9 @@ pub struct AgentOptions {
     pub load: load::remote::Limits,
     /// Time allowed after shutdown to deliver spooled results.
     pub drain: Duration,
+    /// Where checks and coordinator-driven load may connect (default:
+    /// public addresses only).
+    pub egress: Arc<egress::EgressPolicy>,
 }
 
 impl AgentOptions {
@@ -64,6 +68,7 @@ impl AgentOptions {
             spool_dir: None,
             load: load::remote::Limits::default(),
             drain: DEFAULT_DRAIN,
+            egress: Arc::default(),
         }
     }
 }
@@ -118,6 +123,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> anyh
         checks_rx,
         results_tx,
         opts.max_concurrent_probes,
+        Arc::clone(&opts.egress),
         stop_probes.clone(),
     ));
     let recorder = tokio::spawn(recorder::run(results_rx, window_rx, Arc::clone(&spool)));
@@ -127,7 +133,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> anyh
         session::Outputs {
             checks: checks_tx,
             window: window_tx,
-            loads: load::remote::Runner::new(opts.load.clone()),
+            loads: load::remote::Runner::new(opts.load.clone(), Arc::clone(&opts.egress)),
         },
         stop_session.clone(),
         opts.drain,

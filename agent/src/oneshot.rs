@@ -42,7 +42,10 @@ pub async fn probe_url(
         let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
         return Err(text.join("; "));
     }
-    let probe = probe::build(&check).map_err(|e| e.to_string())?;
+    // The operator's own command: no egress policy (it guards what the
+    // coordinator assigns).
+    let egress = std::sync::Arc::new(crate::egress::EgressPolicy::unrestricted());
+    let probe = probe::build(&check, &egress).map_err(|e| e.to_string())?;
     let mut outcome = probe.run().await;
     if insecure && check.probe.kind() == ProbeKind::Tls {
         accept_untrusted(&mut outcome);

@@ -7,6 +7,7 @@
 //! bounded channel; when it is full the probe task waits (probes are few and the
 //! spool behind the recorder is the real buffer).
 
+use crate::egress::EgressPolicy;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -49,13 +50,14 @@ pub async fn run(
     mut checks: watch::Receiver<Vec<Check>>,
     results: mpsc::Sender<Outcome>,
     max_concurrent: usize,
+    egress: Arc<EgressPolicy>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let mut running: HashMap<String, (Check, JoinHandle<()>)> = HashMap::new();
     loop {
         let desired = checks.borrow_and_update().clone();
-        apply(&mut running, desired, &results, &permits);
+        apply(&mut running, desired, &results, &permits, &egress);
         tokio::select! {
             changed = checks.changed() => if changed.is_err() { break },
             _ = stop.cancelled() => break,
@@ -73,6 +75,7 @@ fn apply(
     desired: Vec<Check>,
     results: &mpsc::Sender<Outcome>,
     permits: &Arc<Semaphore>,
+    egress: &Arc<EgressPolicy>,
 ) {
     let keep: HashMap<&str, &Check> = desired.iter().map(|c| (c.name.as_str(), c)).collect();
     running.retain(|name, (check, task)| {
@@ -86,7 +89,7 @@ fn apply(
         if running.contains_key(&check.name) {
             continue;
         }
-        let probe = match probe::build(&check) {
+        let probe = match probe::build(&check, egress) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(check = %check.name, error = %e, "cannot run check on this agent");

@@ -122,6 +122,12 @@ pub async fn run(
         region: "local".into(),
     });
     agent_opts.spool_dir = Some(spool_dir);
+    // The demo probes its own target on loopback, which the agent's egress
+    // policy refuses unless allowed (as `--egress-allow 127.0.0.0/8` would).
+    agent_opts.egress = Arc::new(vantage_agent::egress::EgressPolicy::new(vec![
+        "127.0.0.0/8".parse()?,
+        "::1".parse()?,
+    ]));
     let agent = tokio::spawn(vantage_agent::run(agent_opts, async move {
         agent_stop.cancelled().await
     }));

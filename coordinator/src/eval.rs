@@ -126,6 +126,7 @@ pub fn error_class_name(c: ErrorClass) -> &'static str {
         ErrorClass::Timeout => "timeout",
         ErrorClass::Status => "status",
         ErrorClass::Body => "body",
+        ErrorClass::Egress => "egress",
         ErrorClass::Unspecified => "other",
     }
 }

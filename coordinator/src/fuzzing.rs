@@ -19,6 +19,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("histogram", histogram_decoder),
     ("config", config_parser),
     ("threshold", threshold_parser),
+    ("egress", egress_classifier),
 ];
 
 /// What the coordinator and the agent decode from each other: whatever
@@ -75,5 +76,50 @@ pub fn threshold_parser(data: &[u8]) {
                 .unwrap_or_else(|e| panic!("{canonical:?} from {text:?}: {e}"));
             assert_eq!(t, again, "{canonical:?} from {text:?}");
         }
+    }
+}
+
+/// The agent's egress policy: CIDR ranges from flags and the environment,
+/// and the classifier of addresses. A range that parses prints in a form
+/// that parses to the same range; an IPv4-mapped address is never public; a
+/// NAT64 address is as public as the IPv4 address it embeds; an address on
+/// the allow-list always passes.
+pub fn egress_classifier(data: &[u8]) {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use vantage_agent::egress::{classify, Cidr, EgressPolicy};
+
+    if let Ok(text) = std::str::from_utf8(data) {
+        for part in text.split(',') {
+            if let Ok(range) = part.parse::<Cidr>() {
+                let again: Cidr = range
+                    .to_string()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{range} from {part:?}: {e}"));
+                assert_eq!(range, again, "{part:?}");
+            }
+        }
+        let _ = EgressPolicy::from_flags_and_env(&[], Some(text));
+    }
+    let Some(bytes) = data.get(..16).and_then(|b| <[u8; 16]>::try_from(b).ok()) else {
+        return;
+    };
+    let v6 = Ipv6Addr::from(bytes);
+    let v4 = Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]);
+    assert!(
+        classify(IpAddr::V6(v4.to_ipv6_mapped())).is_some(),
+        "{v4} mapped"
+    );
+    let nat64 = Ipv6Addr::from((0x0064_ff9b_u128 << 96) | u128::from(u32::from(v4)));
+    assert_eq!(
+        classify(IpAddr::V4(v4)).is_some(),
+        classify(IpAddr::V6(nat64)).is_some(),
+        "{v4} and {nat64}"
+    );
+    for ip in [IpAddr::V6(v6), IpAddr::V4(v4)] {
+        let single: Cidr = ip.to_string().parse().expect("an address is a range");
+        assert!(single.contains(ip), "{single} contains {ip}");
+        assert!(EgressPolicy::new(vec![single]).check(ip).is_ok(), "{ip}");
+        let denied = EgressPolicy::default().check(ip).is_err();
+        assert_eq!(denied, classify(ip).is_some(), "{ip}");
     }
 }

@@ -5,6 +5,7 @@
 //! timed in k6's phases: connecting, TLS handshaking, waiting (to the first
 //! response byte) and duration (send to last body byte).
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use tokio_util::either::Either;
 
 use super::file::RequestSpec;
 use super::h1::{self, ExchangeError, ReadBuf};
+use crate::egress::EgressPolicy;
 
 /// Deadline for connecting (TCP + TLS + HTTP handshake), as k6's default
 /// dial timeout order of magnitude: long enough for a loaded target, short
@@ -37,6 +39,10 @@ pub struct Origin {
     pub host: String,
     /// Port.
     pub port: u16,
+    /// The addresses to dial, once [`resolve`] checked them against the
+    /// egress policy (the run is pinned to them); empty: resolve `host` at
+    /// every connect.
+    pub addrs: Vec<SocketAddr>,
 }
 
 /// A request prepared once and sent many times.
@@ -69,6 +75,7 @@ pub fn prepare(specs: &[RequestSpec]) -> Result<(Vec<Prepared>, Vec<Origin>), St
             tls: url.scheme() == "https",
             host,
             port: url.port_or_known_default().unwrap_or(80),
+            addrs: Vec::new(),
         };
         let index = match origins.iter().position(|o| *o == origin) {
             Some(i) => i,
@@ -113,6 +120,38 @@ pub fn prepare(specs: &[RequestSpec]) -> Result<(Vec<Prepared>, Vec<Origin>), St
         });
     }
     Ok((out, origins))
+}
+
+/// With `egress`, resolves every origin once, before the first request, and
+/// pins it to the addresses the policy allows: a run can neither reach a
+/// non-public address nor be moved to one by a DNS answer that changes
+/// mid-run. Without, nothing is done (names are resolved at each connect).
+pub async fn resolve(
+    origins: &mut [Origin],
+    egress: Option<&EgressPolicy>,
+) -> Result<(), super::LoadError> {
+    let Some(egress) = egress else {
+        return Ok(());
+    };
+    for origin in origins {
+        let found = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::lookup_host((origin.host.as_str(), origin.port)),
+        )
+        .await
+        .map_err(|_| format!("resolving {}: no answer", origin.host))
+        .and_then(|r| r.map_err(|e| format!("resolving {}: {e}", origin.host)))
+        .map_err(super::LoadError::Other)?;
+        origin.addrs = crate::probe::tcp::permitted(&origin.host, found.collect(), egress)
+            .map_err(|e| super::LoadError::Input(e.message))?;
+        if origin.addrs.is_empty() {
+            return Err(super::LoadError::Other(format!(
+                "resolving {}: no addresses",
+                origin.host
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The client TLS configuration: Mozilla roots (webpki-roots) plus the
@@ -199,13 +238,15 @@ impl VuClient {
     async fn connect(&self, index: usize, t: &mut Timings) -> Result<Conn, ()> {
         let origin = &self.origins[index];
         let start = Instant::now();
-        let tcp = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((origin.host.as_str(), origin.port)),
-        )
-        .await
-        .map_err(drop)?
-        .map_err(drop)?;
+        let dial = if origin.addrs.is_empty() {
+            Either::Left(TcpStream::connect((origin.host.as_str(), origin.port)))
+        } else {
+            Either::Right(TcpStream::connect(origin.addrs.as_slice()))
+        };
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, dial)
+            .await
+            .map_err(drop)?
+            .map_err(drop)?;
         let _ = tcp.set_nodelay(true);
         t.connecting = micros(start.elapsed());
         let io = if origin.tls {
@@ -307,7 +348,42 @@ pub fn micros(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::LoadError;
     use crate::probe::testkit::{CaServer, Validity};
+
+    #[tokio::test]
+    async fn origins_are_pinned_to_addresses_the_egress_policy_allows() {
+        let origin = |host: &str| Origin {
+            tls: false,
+            host: host.into(),
+            port: 8080,
+            addrs: Vec::new(),
+        };
+        let deny = EgressPolicy::default();
+        for host in ["localhost", "127.1", "2130706433", "::ffff:127.0.0.1"] {
+            let mut origins = vec![origin(host)];
+            match resolve(&mut origins, Some(&deny)).await {
+                Err(LoadError::Input(m)) => assert!(m.contains("egress policy"), "{host}: {m}"),
+                other => panic!("{host}: {other:?}"),
+            }
+        }
+        let allow = EgressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let mut origins = vec![origin("127.1"), origin("localhost")];
+        resolve(&mut origins, Some(&allow)).await.unwrap();
+        for o in &origins {
+            assert!(!o.addrs.is_empty(), "{o:?}");
+            assert!(
+                o.addrs
+                    .iter()
+                    .all(|a| a.ip().is_loopback() && a.ip().is_ipv4() && a.port() == 8080),
+                "only the allowed addresses are kept: {o:?}"
+            );
+        }
+        // Without a policy (a run the operator starts) nothing is resolved.
+        let mut untouched = vec![origin("localhost")];
+        resolve(&mut untouched, None).await.unwrap();
+        assert!(untouched[0].addrs.is_empty());
+    }
 
     #[tokio::test]
     async fn https_keeps_one_tls_connection_per_vu() {

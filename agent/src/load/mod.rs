@@ -22,6 +22,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::egress::EgressPolicy;
+
 pub mod client;
 pub mod executor;
 pub mod file;
@@ -56,6 +58,10 @@ pub struct RunOptions {
     pub progress: Option<bool>,
     /// Set when the coordinator drives the run (a share of a distributed run).
     pub remote: Option<RemoteHooks>,
+    /// Where requests may go, checked on the resolved addresses of every
+    /// origin before the first request; `None` for a run the operator starts
+    /// by hand (the host allow-list of the load file still applies).
+    pub egress: Option<Arc<EgressPolicy>>,
 }
 
 /// How a coordinator-driven run is stopped and observed.
@@ -147,7 +153,8 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
     };
     let mut runs = Vec::new();
     for s in &plan.scenarios {
-        let (requests, origins) = client::prepare(&s.requests).map_err(LoadError::Input)?;
+        let (requests, mut origins) = client::prepare(&s.requests).map_err(LoadError::Input)?;
+        client::resolve(&mut origins, opts.egress.as_deref()).await?;
         runs.push(Arc::new(ScenarioRun {
             scenario: s.clone(),
             requests: requests.into(),

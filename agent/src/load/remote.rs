@@ -16,6 +16,7 @@
 //! shares add up to the file. An agent whose share of a scenario is zero does
 //! not run it.
 
+use crate::egress::EgressPolicy;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -236,14 +237,17 @@ impl Default for Limits {
 /// Runs the coordinator's load commands, one run at a time.
 pub struct Runner {
     limits: Limits,
+    egress: Arc<EgressPolicy>,
     current: Mutex<Option<(String, CancellationToken)>>,
 }
 
 impl Runner {
-    /// A runner enforcing `limits`.
-    pub fn new(limits: Limits) -> Arc<Self> {
+    /// A runner enforcing `limits`, whose load connects only where `egress`
+    /// allows.
+    pub fn new(limits: Limits, egress: Arc<EgressPolicy>) -> Arc<Self> {
         Arc::new(Runner {
             limits,
+            egress,
             current: Mutex::new(None),
         })
     }
@@ -286,7 +290,7 @@ impl Runner {
         }
         let me = Arc::clone(self);
         tokio::spawn(async move {
-            let last = run_share(&me.limits, msg, token, &out).await;
+            let last = run_share((&me.limits, &me.egress), msg, token, &out).await;
             {
                 let mut current = me.lock();
                 if current.as_ref().is_some_and(|(id, _)| *id == run_id) {
@@ -341,7 +345,7 @@ fn final_message(run_id: &str, second: u64, error: Option<String>, aborted: bool
 
 /// Runs one share; returns the final message.
 async fn run_share(
-    limits: &Limits,
+    (limits, egress): (&Limits, &Arc<EgressPolicy>),
     msg: v1::LoadStart,
     token: CancellationToken,
     out: &mpsc::Sender<AgentMessage>,
@@ -381,6 +385,7 @@ async fn run_share(
             abort: token.clone(),
             intervals: tx,
         }),
+        egress: Some(Arc::clone(egress)),
         ..RunOptions::default()
     };
     let run = tokio::spawn(super::run(mine, opts));

@@ -15,6 +15,7 @@
 //! - URLs in messages and `final_url` never carry userinfo (credentials).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,6 +39,7 @@ use super::{
     describe_error, run_attempt, Attempt, BoxFuture, BuildError, Deadline, Phases, Probe,
     ProbeError, ProbeOutcome,
 };
+use crate::egress::EgressPolicy;
 
 /// Most bytes of a response body that are read; `body_contains` is searched
 /// in this prefix only (shared/RELIABILITY.md §6, API4/API10: bounded reads).
@@ -58,14 +60,20 @@ pub struct HttpProbe {
     method: Method,
     headers: HeaderMap,
     tls: TlsClient,
+    egress: Arc<EgressPolicy>,
 }
 
 impl HttpProbe {
-    /// A probe of `spec` whose attempts (all hops) end after `timeout`.
+    /// A probe of `spec` whose attempts (all hops) end after `timeout`, and
+    /// whose every hop connects only where `egress` allows.
     ///
     /// Fails when `ca_file` cannot be read, or when the URL, method or a header
     /// cannot be sent.
-    pub fn new(spec: HttpSpec, timeout: Duration) -> Result<Self, BuildError> {
+    pub fn new(
+        spec: HttpSpec,
+        timeout: Duration,
+        egress: Arc<EgressPolicy>,
+    ) -> Result<Self, BuildError> {
         let method = Method::from_bytes(spec.method.as_bytes())
             .map_err(|_| BuildError::Invalid(format!("{:?} is not an HTTP method", spec.method)))?;
         let headers = request_headers(&spec.headers)?;
@@ -80,6 +88,7 @@ impl HttpProbe {
             method,
             headers,
             tls,
+            egress,
         })
     }
 
@@ -119,7 +128,8 @@ impl HttpProbe {
         deadline: &Deadline,
         out: &mut ProbeOutcome,
     ) -> Result<(Sender, Driver), ProbeError> {
-        let tcp = resolve_and_connect(&target.host, target.port, deadline, &mut out.phases).await?;
+        let host = (target.host.as_str(), target.port);
+        let tcp = resolve_and_connect(host, &self.egress, deadline, &mut out.phases).await?;
         if !target.https {
             return Sender::handshake(tcp, false, deadline).await;
         }
@@ -635,7 +645,7 @@ mod tests {
     use vantage_proto::v1::ChainStatus;
 
     use super::*;
-    use crate::probe::testkit::{self, CaServer, ServerCert, Validity};
+    use crate::probe::testkit::{self, open, CaServer, ServerCert, Validity};
 
     const TIMEOUT: Duration = Duration::from_secs(5);
     const SHORT: Duration = Duration::from_millis(400);
@@ -649,7 +659,7 @@ mod tests {
     }
 
     async fn run_within(spec: HttpSpec, timeout: Duration) -> ProbeOutcome {
-        HttpProbe::new(spec, timeout).unwrap().run().await
+        HttpProbe::new(spec, timeout, open()).unwrap().run().await
     }
 
     fn class(out: &ProbeOutcome) -> ErrorClass {
@@ -671,7 +681,7 @@ mod tests {
         assert_eq!(out.tls, None);
         let (connect, waiting) = (out.phases.connect.unwrap(), out.phases.waiting.unwrap());
         assert!(connect + waiting <= out.phases.total);
-        let probe = HttpProbe::new(spec(&url), TIMEOUT).unwrap();
+        let probe = HttpProbe::new(spec(&url), TIMEOUT, open()).unwrap();
         assert_eq!(probe.kind(), ProbeKind::Http);
     }
 
@@ -852,6 +862,54 @@ mod tests {
         assert_eq!(class(&out), ErrorClass::Body, "not sent after the redirect");
     }
 
+    /// Loopback URLs written many ways, and a redirect from an allowed host
+    /// to a refused one: class `egress`, and the victim sees no connection.
+    #[tokio::test]
+    async fn urls_and_redirects_to_refused_addresses_send_nothing() {
+        let victim = testkit::Victim::start().await;
+        let port = victim.port;
+        let deny = Arc::new(EgressPolicy::default());
+        for url in [
+            format!("http://127.1:{port}/"),
+            format!("http://2130706433:{port}/"),
+            format!("http://0x7f000001:{port}/"),
+            format!("http://[::1]:{port}/"),
+            format!("http://[::ffff:127.0.0.1]:{port}/"),
+            format!("http://localhost:{port}/"),
+            format!("https://127.0.0.1:{port}/"),
+        ] {
+            let out = HttpProbe::new(spec(&url), TIMEOUT, Arc::clone(&deny))
+                .unwrap()
+                .run()
+                .await;
+            assert_eq!(class(&out), ErrorClass::Egress, "{url}: {:?}", out.error);
+            assert_eq!((out.status, out.phases.connect), (None, None), "{url}");
+        }
+
+        // 127.0.0.1 is allowed; it redirects to 127.0.0.2, which is not.
+        let allowed = testkit::http_server().await;
+        let only = Arc::new(EgressPolicy::new(vec!["127.0.0.1".parse().unwrap()]));
+        let url = format!("http://{allowed}/to?http://127.0.0.2:{port}/");
+        let out = HttpProbe::new(spec(&url), TIMEOUT, only)
+            .unwrap()
+            .run()
+            .await;
+        assert_eq!(out.redirects, 1, "the allowed hop was fetched");
+        assert_eq!(class(&out), ErrorClass::Egress, "{:?}", out.error);
+        let err = out.error.unwrap();
+        assert!(err.message.contains("127.0.0.2 is loopback"), "{err:?}");
+        assert_eq!(victim.accepted(), 0, "nothing reached the victim");
+
+        // The control: the same redirect with 127.0.0.0/8 allowed does reach it.
+        let wide = Arc::new(EgressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]));
+        let out = HttpProbe::new(spec(&url), TIMEOUT, wide)
+            .unwrap()
+            .run()
+            .await;
+        assert_ne!(class(&out), ErrorClass::Egress, "{:?}", out.error);
+        assert_eq!(victim.until_accepted(1).await, 1);
+    }
+
     #[tokio::test]
     async fn https_negotiates_http2_and_records_facts() {
         let server = CaServer::start(&["localhost"], Validity::Current).await;
@@ -950,34 +1008,34 @@ mod tests {
         let mut s = spec("http://example.test/");
         s.method = "GE T".into();
         assert!(matches!(
-            HttpProbe::new(s, TIMEOUT),
+            HttpProbe::new(s, TIMEOUT, open()),
             Err(BuildError::Invalid(_))
         ));
 
         let mut s = spec("http://example.test/");
         s.headers = vec![("Bad Name".into(), "x".into())];
         assert!(matches!(
-            HttpProbe::new(s, TIMEOUT),
+            HttpProbe::new(s, TIMEOUT, open()),
             Err(BuildError::Invalid(_))
         ));
 
         let mut s = spec("http://example.test/");
         s.headers = vec![("X-Ok".into(), "line\nbreak".into())];
         assert!(matches!(
-            HttpProbe::new(s, TIMEOUT),
+            HttpProbe::new(s, TIMEOUT, open()),
             Err(BuildError::Invalid(_))
         ));
 
         let s = spec("ftp://example.test/");
         assert!(matches!(
-            HttpProbe::new(s, TIMEOUT),
+            HttpProbe::new(s, TIMEOUT, open()),
             Err(BuildError::Invalid(_))
         ));
 
         let mut s = spec("https://example.test/");
         s.ca_file = Some("/nonexistent/ca.pem".into());
         assert!(matches!(
-            HttpProbe::new(s, TIMEOUT),
+            HttpProbe::new(s, TIMEOUT, open()),
             Err(BuildError::CaFile { .. })
         ));
     }

@@ -8,10 +8,12 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use crate::egress::EgressPolicy;
 use vantage_proto::spec::{Check, ProbeKind, ProbeSpec};
 use vantage_proto::v1::{ErrorClass, TlsFacts};
 
@@ -78,7 +80,7 @@ impl fmt::Display for ProbeError {
 }
 
 /// The contract name of an error class (`dns`, `connect`, `tls`, `timeout`,
-/// `status`, `body`; `unspecified` for the proto default).
+/// `status`, `body`, `egress`; `unspecified` for the proto default).
 pub fn error_class_name(class: ErrorClass) -> &'static str {
     match class {
         ErrorClass::Unspecified => "unspecified",
@@ -88,6 +90,7 @@ pub fn error_class_name(class: ErrorClass) -> &'static str {
         ErrorClass::Timeout => "timeout",
         ErrorClass::Status => "status",
         ErrorClass::Body => "body",
+        ErrorClass::Egress => "egress",
     }
 }
 
@@ -267,11 +270,13 @@ pub enum BuildError {
     Invalid(String),
 }
 
-/// Builds the runtime probe for a check.
-pub fn build(check: &Check) -> Result<Box<dyn Probe>, BuildError> {
+/// Builds the runtime probe for a check, connecting only where `egress`
+/// allows.
+pub fn build(check: &Check, egress: &Arc<EgressPolicy>) -> Result<Box<dyn Probe>, BuildError> {
+    let (timeout, egress) = (check.timeout, Arc::clone(egress));
     Ok(match &check.probe {
-        ProbeSpec::Http(spec) => Box::new(http::HttpProbe::new(spec.clone(), check.timeout)?),
-        ProbeSpec::Tcp(spec) => Box::new(tcp::TcpProbe::new(spec.clone(), check.timeout)),
-        ProbeSpec::Tls(spec) => Box::new(tls::TlsProbe::new(spec.clone(), check.timeout)?),
+        ProbeSpec::Http(spec) => Box::new(http::HttpProbe::new(spec.clone(), timeout, egress)?),
+        ProbeSpec::Tcp(spec) => Box::new(tcp::TcpProbe::new(spec.clone(), timeout, egress)),
+        ProbeSpec::Tls(spec) => Box::new(tls::TlsProbe::new(spec.clone(), timeout, egress)?),
     })
 }

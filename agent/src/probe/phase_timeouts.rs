@@ -57,6 +57,7 @@ async fn a_dropped_syn_times_out_in_connect() {
                 port,
             },
             TIMEOUT,
+            testkit::open(),
         ))
     })
     .await;
@@ -75,6 +76,7 @@ async fn a_silent_tls_server_times_out_in_the_handshake() {
                     ca_file: None,
                 },
                 TIMEOUT,
+                testkit::open(),
             )
             .unwrap(),
         )
@@ -87,7 +89,7 @@ async fn a_server_that_never_sends_headers_times_out_waiting() {
     let addr = testkit::silent_server().await;
     let url: url::Url = format!("http://{addr}/").parse().unwrap();
     hundred_runs("waiting", || {
-        Box::new(HttpProbe::new(HttpSpec::get(url.clone()), TIMEOUT).unwrap())
+        Box::new(HttpProbe::new(HttpSpec::get(url.clone()), TIMEOUT, testkit::open()).unwrap())
     })
     .await;
 }

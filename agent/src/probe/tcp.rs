@@ -5,12 +5,15 @@
 //! probes, so all three time and classify those phases the same way.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use vantage_proto::spec::{ProbeKind, TcpSpec};
 use vantage_proto::v1::ErrorClass;
+
+use crate::egress::EgressPolicy;
 
 use super::{run_attempt, Attempt, BoxFuture, Deadline, Phases, Probe, ProbeError, ProbeOutcome};
 
@@ -19,12 +22,18 @@ use super::{run_attempt, Attempt, BoxFuture, Deadline, Phases, Probe, ProbeError
 pub struct TcpProbe {
     spec: TcpSpec,
     timeout: Duration,
+    egress: Arc<EgressPolicy>,
 }
 
 impl TcpProbe {
-    /// A probe of `spec` whose attempts end after `timeout`.
-    pub fn new(spec: TcpSpec, timeout: Duration) -> Self {
-        TcpProbe { spec, timeout }
+    /// A probe of `spec` whose attempts end after `timeout`, connecting only
+    /// where `egress` allows.
+    pub fn new(spec: TcpSpec, timeout: Duration, egress: Arc<EgressPolicy>) -> Self {
+        TcpProbe {
+            spec,
+            timeout,
+            egress,
+        }
     }
 }
 
@@ -44,7 +53,8 @@ impl Attempt for TcpProbe {
     }
 
     async fn attempt(&self, deadline: &Deadline, out: &mut ProbeOutcome) -> Result<(), ProbeError> {
-        resolve_and_connect(&self.spec.host, self.spec.port, deadline, &mut out.phases).await?;
+        let host = (self.spec.host.as_str(), self.spec.port);
+        resolve_and_connect(host, &self.egress, deadline, &mut out.phases).await?;
         Ok(())
     }
 }
@@ -72,16 +82,51 @@ pub(crate) fn url_host(url: &url::Url) -> Option<String> {
 /// Resolves `host` and connects to the first address that answers, recording
 /// `phases.dns` (only for a host name, not an IP literal) and `phases.connect`.
 ///
-/// Failures are class `dns` (no such name, no address), `connect` (refused,
-/// unreachable) or `timeout` (the deadline passed in either phase).
+/// Only addresses `egress` allows are dialled, and the connection goes to the
+/// very address that was checked (no second lookup). Failures are class `dns`
+/// (no such name, no address), `egress` (every address refused: nothing was
+/// sent), `connect` (refused, unreachable) or `timeout` (the deadline passed
+/// in either phase).
 pub(crate) async fn resolve_and_connect(
-    host: &str,
-    port: u16,
+    (host, port): (&str, u16),
+    egress: &EgressPolicy,
     deadline: &Deadline,
     phases: &mut Phases,
 ) -> Result<TcpStream, ProbeError> {
     let addrs = resolve(host, port, deadline, phases).await?;
+    let addrs = permitted(host, addrs, egress)?;
     connect(&addrs, deadline, phases).await
+}
+
+/// The addresses of `addrs` that `egress` allows; a class `egress` error when
+/// none is (naming the first refusal).
+pub(crate) fn permitted(
+    host: &str,
+    addrs: Vec<SocketAddr>,
+    egress: &EgressPolicy,
+) -> Result<Vec<SocketAddr>, ProbeError> {
+    let mut refused = None;
+    let allowed: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| match egress.check(a.ip()) {
+            Ok(()) => true,
+            Err(denied) => {
+                refused.get_or_insert(denied);
+                false
+            }
+        })
+        .collect();
+    match refused {
+        Some(denied) if allowed.is_empty() => Err(ProbeError::new(
+            ErrorClass::Egress,
+            if ip_literal(host).is_some() {
+                denied.to_string()
+            } else {
+                format!("{host} resolves to {denied}")
+            },
+        )),
+        _ => Ok(allowed),
+    }
 }
 
 /// The addresses of `host`, timed as `phases.dns` unless `host` is an IP
@@ -160,7 +205,83 @@ mod tests {
                 port,
             },
             timeout,
+            testkit::open(),
         )
+    }
+
+    fn guarded(host: &str, port: u16, egress: &Arc<EgressPolicy>) -> TcpProbe {
+        let spec = TcpSpec {
+            host: host.into(),
+            port,
+        };
+        TcpProbe::new(spec, TIMEOUT, Arc::clone(egress))
+    }
+
+    /// Loopback however it is written, the unspecified address (which
+    /// Linux routes to the host itself) and a name that resolves to
+    /// loopback: refused with class `egress` before any packet; the victim
+    /// accepts nothing. With the allow-list, the same spellings connect.
+    #[tokio::test]
+    async fn non_public_addresses_in_any_spelling_are_refused_before_a_packet() {
+        let victim = testkit::Victim::start().await;
+        let deny = Arc::new(EgressPolicy::default());
+        let spellings = [
+            "127.0.0.1",
+            "127.1",
+            "2130706433",
+            "0x7f000001",
+            "0177.0.0.1",
+            "::1",
+            "[::1]",
+            "::ffff:127.0.0.1",
+            "[::ffff:7f00:1]",
+            "localhost",
+            "0.0.0.0",
+            "::",
+        ];
+        for host in spellings {
+            let out = guarded(host, victim.port, &deny).run().await;
+            let err = out.error.unwrap_or_else(|| panic!("{host}: connected"));
+            assert_eq!(err.class, ErrorClass::Egress, "{host}: {err:?}");
+            assert!(
+                err.message.contains("refused by the egress policy"),
+                "{err:?}"
+            );
+            assert_eq!(out.phases.connect, None, "{host}");
+        }
+        assert_eq!(victim.accepted(), 0, "no connection reached the victim");
+
+        let allow = Arc::new(
+            EgressPolicy::from_flags_and_env(&["127.0.0.0/8".into(), "::1".into()], None).unwrap(),
+        );
+        let allowed = ["127.1", "0x7f000001", "[::1]", "::ffff:127.0.0.1"];
+        for host in allowed {
+            let out = guarded(host, victim.port, &allow).run().await;
+            assert_eq!(out.error, None, "{host}");
+        }
+        assert_eq!(victim.until_accepted(allowed.len()).await, allowed.len());
+    }
+
+    #[test]
+    fn a_mixed_answer_keeps_only_the_allowed_addresses() {
+        let addrs: Vec<SocketAddr> = ["10.0.0.1:80", "93.184.216.34:80", "[fd00::1]:80"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let kept = permitted("example", addrs.clone(), &EgressPolicy::default()).unwrap();
+        assert_eq!(kept, vec![addrs[1]]);
+        let none = permitted(
+            "example",
+            vec![addrs[0], addrs[2]],
+            &EgressPolicy::default(),
+        );
+        let err = none.unwrap_err();
+        assert_eq!(err.class, ErrorClass::Egress);
+        assert!(
+            err.message
+                .starts_with("example resolves to 10.0.0.1 is private (RFC 1918)"),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

@@ -22,6 +22,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use super::http::BODY_LIMIT;
+use crate::egress::EgressPolicy;
+
+/// The policy of probe tests against these loopback servers: every address.
+pub(crate) fn open() -> Arc<EgressPolicy> {
+    Arc::new(EgressPolicy::unrestricted())
+}
 
 /// Longest a test server accepts connections.
 pub(crate) const SERVER_LIFETIME: Duration = Duration::from_secs(60);
@@ -60,6 +66,42 @@ pub(crate) async fn closing_server() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     spawn_accept_loop(listener, |tcp| async move { drop(tcp) });
     addr
+}
+
+/// A server on every local address (`[::]`, dual-stack: it also takes
+/// 127.0.0.0/8 and `::ffff:127.0.0.1`) that counts the connections it
+/// accepts: the victim of the egress tests, whose count must stay 0.
+pub(crate) struct Victim {
+    pub(crate) port: u16,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Victim {
+    pub(crate) async fn start() -> Self {
+        let listener = TcpListener::bind("[::]:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        spawn_accept_loop(listener, move |tcp| {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { drop(tcp) }
+        });
+        Victim { port, accepted }
+    }
+
+    /// Connections accepted so far.
+    pub(crate) fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits (at most 5 s) until `n` connections were accepted; the count.
+    pub(crate) async fn until_accepted(&self, n: usize) -> usize {
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.accepted() < n && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.accepted()
+    }
 }
 
 /// A listening port whose accept queue is full, so the kernel drops new SYNs

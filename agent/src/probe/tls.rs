@@ -30,6 +30,7 @@ use super::{
     describe_error, run_attempt, Attempt, BoxFuture, BuildError, Deadline, Phases, Probe,
     ProbeError, ProbeOutcome,
 };
+use crate::egress::EgressPolicy;
 
 pub(crate) use facts::{rfc3339, verdict};
 
@@ -40,14 +41,20 @@ pub struct TlsProbe {
     timeout: Duration,
     name: ServerName<'static>,
     client: TlsClient,
+    egress: Arc<EgressPolicy>,
 }
 
 impl TlsProbe {
-    /// A probe of `spec` whose attempts end after `timeout`.
+    /// A probe of `spec` whose attempts end after `timeout`, connecting only
+    /// where `egress` allows.
     ///
     /// Fails when `ca_file` cannot be read or holds no certificate, or when
     /// the server name is neither a DNS name nor an IP address.
-    pub fn new(spec: TlsSpec, timeout: Duration) -> Result<Self, BuildError> {
+    pub fn new(
+        spec: TlsSpec,
+        timeout: Duration,
+        egress: Arc<EgressPolicy>,
+    ) -> Result<Self, BuildError> {
         let name = server_name(spec.server_name())
             .map_err(|e| BuildError::Invalid(format!("server_name: {}", e.message)))?;
         let client = TlsClient::new(spec.ca_file.as_deref(), &[])?;
@@ -56,6 +63,7 @@ impl TlsProbe {
             timeout,
             name,
             client,
+            egress,
         })
     }
 }
@@ -66,8 +74,8 @@ impl Attempt for TlsProbe {
     }
 
     async fn attempt(&self, deadline: &Deadline, out: &mut ProbeOutcome) -> Result<(), ProbeError> {
-        let tcp =
-            resolve_and_connect(&self.spec.host, self.spec.port, deadline, &mut out.phases).await?;
+        let host = (self.spec.host.as_str(), self.spec.port);
+        let tcp = resolve_and_connect(host, &self.egress, deadline, &mut out.phases).await?;
         let (_stream, facts) = self
             .client
             .handshake(tcp, &self.name, deadline, &mut out.phases)
@@ -172,7 +180,7 @@ mod tests {
     use vantage_proto::v1::ChainStatus;
 
     use super::*;
-    use crate::probe::testkit::{self, CaServer, ServerCert, Validity};
+    use crate::probe::testkit::{self, open, CaServer, ServerCert, Validity};
 
     const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -186,7 +194,7 @@ mod tests {
     }
 
     async fn run(spec: TlsSpec) -> ProbeOutcome {
-        TlsProbe::new(spec, TIMEOUT).unwrap().run().await
+        TlsProbe::new(spec, TIMEOUT, open()).unwrap().run().await
     }
 
     /// Probes 127.0.0.1 as `localhost`, trusting the CA of a leaf for `names`.
@@ -313,7 +321,8 @@ mod tests {
     async fn a_server_that_never_answers_the_handshake_is_class_timeout() {
         let addr = testkit::silent_server().await;
         let timeout = Duration::from_millis(300);
-        let probe = TlsProbe::new(spec("127.0.0.1", addr.port(), None, None), timeout).unwrap();
+        let probe =
+            TlsProbe::new(spec("127.0.0.1", addr.port(), None, None), timeout, open()).unwrap();
         let out = probe.run().await;
         let err = out.error.expect("timeout");
         assert_eq!(err.class, ErrorClass::Timeout, "{err:?}");
@@ -343,6 +352,7 @@ mod tests {
         let missing = TlsProbe::new(
             spec("localhost", 443, None, Some("/nonexistent/ca.pem")),
             TIMEOUT,
+            open(),
         );
         assert!(
             matches!(missing, Err(BuildError::CaFile { .. })),
@@ -351,8 +361,12 @@ mod tests {
 
         let empty = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(empty.path(), "not a certificate\n").unwrap();
-        let err = TlsProbe::new(spec("localhost", 443, None, empty.path().to_str()), TIMEOUT)
-            .unwrap_err();
+        let err = TlsProbe::new(
+            spec("localhost", 443, None, empty.path().to_str()),
+            TIMEOUT,
+            open(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("no PEM certificate"), "{err}");
     }
 
@@ -368,7 +382,7 @@ mod tests {
             Ok(ServerName::DnsName(_))
         ));
         assert_eq!(server_name("bad name").unwrap_err().class, ErrorClass::Tls);
-        let probe = TlsProbe::new(spec("x", 443, Some("a b"), None), TIMEOUT);
+        let probe = TlsProbe::new(spec("x", 443, Some("a b"), None), TIMEOUT, open());
         assert!(matches!(probe, Err(BuildError::Invalid(_))));
     }
 }

@@ -10,6 +10,7 @@ mod channels;
 mod config;
 mod crash;
 mod e2e;
+mod egress;
 mod email;
 mod fuzz_corpus;
 mod grpc_input;

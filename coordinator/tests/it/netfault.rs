@@ -126,6 +126,7 @@ window = "1s"
             .arg("--spool-dir")
             .arg(dir.path().join("spool"))
             .env("VANTAGE_LOG", "info")
+            .env(EGRESS_ALLOW_ENV, "127.0.0.0/8")
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr))
             .spawn()

@@ -227,9 +227,16 @@ pub fn agent_command_in(
         .arg("--spool-dir")
         .arg(spool)
         .env("VANTAGE_LOG", "info")
+        // The test targets live on loopback and in the 10.231.0.0/16
+        // namespaces: private addresses the agent refuses by default. The
+        // egress tests override this.
+        .env(EGRESS_ALLOW_ENV, "127.0.0.0/8,::1,10.0.0.0/8")
         .stdout(Stdio::null());
     cmd
 }
+
+/// The agent's environment variable for its egress allow-list.
+pub const EGRESS_ALLOW_ENV: &str = vantage_agent::egress::ALLOW_ENV;
 
 /// How many times an agent's log says its session ended.
 pub fn session_ends(log: &Path) -> usize {

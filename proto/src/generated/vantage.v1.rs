@@ -381,6 +381,10 @@ pub enum ErrorClass {
     Timeout = 4,
     Status = 5,
     Body = 6,
+    /// Refused by the agent's egress policy before any packet was sent: the
+    /// target resolved to a non-public address that is not on the agent's
+    /// allow-list.
+    Egress = 7,
 }
 impl ErrorClass {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -396,6 +400,7 @@ impl ErrorClass {
             Self::Timeout => "ERROR_CLASS_TIMEOUT",
             Self::Status => "ERROR_CLASS_STATUS",
             Self::Body => "ERROR_CLASS_BODY",
+            Self::Egress => "ERROR_CLASS_EGRESS",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -408,6 +413,7 @@ impl ErrorClass {
             "ERROR_CLASS_TIMEOUT" => Some(Self::Timeout),
             "ERROR_CLASS_STATUS" => Some(Self::Status),
             "ERROR_CLASS_BODY" => Some(Self::Body),
+            "ERROR_CLASS_EGRESS" => Some(Self::Egress),
             _ => None,
         }
     }
