@@ -68,6 +68,9 @@ enum Command {
         /// from this agent (default 100000).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=vantage_agent::load::file::HIGHEST_MAX_RATE as u64))]
         load_max_rate: Option<u64>,
+        /// Longest coordinator-driven load run this agent takes part in.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        load_max_duration: Duration,
         /// Let checks and load reach this non-public range (CIDR or one
         /// address; repeatable; also VANTAGE_EGRESS_ALLOW, comma-separated).
         /// Loopback, private, link-local (metadata), CGNAT and ULA addresses
@@ -147,6 +150,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             load_allow_host,
             load_max_vus,
             load_max_rate,
+            load_max_duration,
             egress_allow,
         } => {
             let env = std::env::var(vantage_agent::egress::ALLOW_ENV).ok();
@@ -181,6 +185,7 @@ pub fn execute(cli: Cli) -> ExitCode {
                 ),
                 max_vus: load_max_vus,
                 max_rate: load_max_rate.map(|r| r as f64),
+                max_duration: load_max_duration,
             };
             match rt.block_on(vantage_agent::run(opts, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -297,6 +302,7 @@ fn load(command: Command) -> ExitCode {
         progress: (!quiet).then(|| std::io::stderr().is_terminal()),
         remote: None,
         egress: None,
+        max_duration: None,
     };
     match rt.block_on(load::run(plan, opts)) {
         Ok(report) => {

@@ -111,6 +111,7 @@ pub async fn run(
     }
     let store: Arc<dyn Store> = sled.clone();
     let load_runs: Arc<dyn loadtest::LoadRunStore> = sled.clone();
+    let audit: Arc<dyn api::audit::AuditLog> = sled.clone();
     let alerts: Arc<dyn AlertStore> = sled;
     let channels = alert::build_channels(&config.channels)?;
 
@@ -167,6 +168,7 @@ pub async fn run(
         alerts,
         loadtests,
         auth: api::auth::Auth::new(config.api.tokens.clone()),
+        audit,
     });
     let http = tokio::spawn(async move {
         axum::serve(

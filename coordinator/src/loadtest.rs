@@ -185,6 +185,17 @@ impl LoadTests {
                 self.config.load.max_rate
             )));
         }
+        let length = plan.planned_length();
+        if length > self.config.load.max_duration {
+            return Err(refused(
+                400,
+                format!(
+                    "the scenarios run for {}, above the coordinator's load.max_duration of {}",
+                    vantage_proto::spec::humantime_like(length),
+                    vantage_proto::spec::humantime_like(self.config.load.max_duration)
+                ),
+            ));
+        }
         if regions.is_empty() {
             return Err(refused(400, "regions: name at least one region"));
         }
@@ -627,6 +638,7 @@ fn view(run: &Run) -> Value {
         "state": state,
         "verdict": Value::Null,
         "regions": run.regions,
+        "targets": run.plan.origins(),
         "created_unix_ms": run.created_unix_ms,
         "start_unix_ms": run.start_unix_ms,
         "elapsed_s": round3(elapsed_s),

@@ -225,7 +225,7 @@ fn batch_key(agent: &str, seq: u64) -> Vec<u8> {
 }
 
 /// Maps signed milliseconds onto u64 so that byte order is time order.
-fn ordered_ms(ms: i64) -> [u8; 8] {
+pub(crate) fn ordered_ms(ms: i64) -> [u8; 8] {
     ((ms as u64) ^ (1 << 63)).to_be_bytes()
 }
 

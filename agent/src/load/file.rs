@@ -49,6 +49,31 @@ pub struct LoadPlan {
     pub thresholds: Vec<ThresholdDef>,
 }
 
+impl LoadPlan {
+    /// The distinct origins (`scheme://host:port`) the run sends to, in
+    /// first-use order.
+    pub fn origins(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in self.scenarios.iter().flat_map(|s| &s.requests) {
+            let origin = r.url.origin().ascii_serialization();
+            if !out.contains(&origin) {
+                out.push(origin);
+            }
+        }
+        out
+    }
+
+    /// How long the run lasts as planned: the latest end (`startTime` plus
+    /// the executor's length) of its scenarios, graceful stops aside.
+    pub fn planned_length(&self) -> Duration {
+        self.scenarios
+            .iter()
+            .map(|s| s.start_time + s.executor.duration())
+            .max()
+            .unwrap_or_default()
+    }
+}
+
 /// `[options]`: local caps the engine enforces.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Options {

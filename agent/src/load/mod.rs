@@ -62,7 +62,15 @@ pub struct RunOptions {
     /// origin before the first request; `None` for a run the operator starts
     /// by hand (the host allow-list of the load file still applies).
     pub egress: Option<Arc<EgressPolicy>>,
+    /// Longest planned run accepted; a longer plan is refused before it
+    /// starts, and a run still going this long (plus its graceful stop)
+    /// after its start is stopped. `None`: only the file's own limits.
+    pub max_duration: Option<Duration>,
 }
+
+/// Time allowed past the duration cap and the graceful stop before the
+/// backstop aborts a run.
+const BACKSTOP_SLACK: Duration = Duration::from_secs(5);
 
 /// How a coordinator-driven run is stopped and observed.
 #[derive(Debug, Clone)]
@@ -141,6 +149,16 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
             "the scenarios schedule up to {needed_rate} requests per second, above the max_rate cap of {max_rate} (--max-rate)"
         )));
     }
+    if let Some(cap) = opts.max_duration {
+        let planned = plan.planned_length();
+        if planned > cap {
+            return Err(LoadError::Input(format!(
+                "the scenarios run for {}, above the duration cap of {}",
+                vantage_proto::spec::humantime_like(planned),
+                vantage_proto::spec::humantime_like(cap)
+            )));
+        }
+    }
     let needs_tls = plan
         .scenarios
         .iter()
@@ -174,12 +192,18 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
             .as_ref()
             .map_or_else(CancellationToken::new, |r| r.abort.child_token()),
     });
-    let planned = plan
-        .scenarios
-        .iter()
-        .map(|s| s.start_time + s.executor.duration())
-        .max()
-        .unwrap_or_default();
+    let planned = plan.planned_length();
+    // A backstop behind the refusal above: whatever happens, the run ends
+    // shortly after the duration cap.
+    let _backstop = opts.max_duration.map(|cap| {
+        let abort = engine.abort.clone();
+        let at = cap + file::DEFAULT_GRACEFUL_STOP + BACKSTOP_SLACK;
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            tracing::warn!(after = ?at, "load run stopped at the duration cap");
+            abort.cancel();
+        }))
+    });
     let started_at = SystemTime::now();
     let start = Instant::now();
     let mut set = JoinSet::new();

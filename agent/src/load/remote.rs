@@ -222,7 +222,12 @@ pub struct Limits {
     pub max_vus: Option<u64>,
     /// Rate cap in requests per second (`None`: [`file::DEFAULT_MAX_RATE`]).
     pub max_rate: Option<f64>,
+    /// Longest run this agent takes part in ([`DEFAULT_MAX_DURATION`]).
+    pub max_duration: Duration,
 }
+
+/// The agent's default duration cap for coordinator-driven load.
+pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(3600);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -230,6 +235,7 @@ impl Default for Limits {
             allowed: AllowedHosts::new(std::iter::empty::<&str>()),
             max_vus: None,
             max_rate: None,
+            max_duration: DEFAULT_MAX_DURATION,
         }
     }
 }
@@ -386,6 +392,7 @@ async fn run_share(
             intervals: tx,
         }),
         egress: Some(Arc::clone(egress)),
+        max_duration: Some(limits.max_duration),
         ..RunOptions::default()
     };
     let run = tokio::spawn(super::run(mine, opts));
@@ -518,6 +525,65 @@ mod tests {
         let mut bad = to_wire(&s, 1);
         bad.http_req_waiting = vec![1, 2, 3];
         assert!(from_wire(&bad).unwrap_err().starts_with("http_req_waiting"));
+    }
+
+    /// The agent's own caps hold whatever the coordinator sends: a share
+    /// above them is refused before a request, with the reason.
+    #[tokio::test]
+    async fn the_agents_caps_refuse_what_the_coordinator_asks_beyond_them() {
+        let (out, _rx) = mpsc::channel(8);
+        let open = Arc::new(EgressPolicy::unrestricted());
+        let start = |scenario: &str| {
+            v1::LoadStart {
+            run_id: "lt-1".into(),
+            plan_toml: format!(
+                "[[scenario]]\nname = \"s\"\n{scenario}\n\n[[scenario.request]]\nurl = \"http://127.0.0.1:1/\"\n"
+            ),
+            agent_index: 0,
+            agent_count: 1,
+            start_unix_ms: 0,
+        }
+        };
+        let cases = [
+            (
+                Limits {
+                    max_duration: Duration::from_secs(1),
+                    ..Limits::default()
+                },
+                "executor = \"constant-vus\"\nvus = 1\nduration = \"2s\"",
+                "above the duration cap of 1s",
+            ),
+            (
+                Limits {
+                    max_vus: Some(2),
+                    ..Limits::default()
+                },
+                "executor = \"constant-vus\"\nvus = 3\nduration = \"1s\"",
+                "above the max_vus cap of 2",
+            ),
+            (
+                Limits {
+                    max_rate: Some(10.0),
+                    ..Limits::default()
+                },
+                "executor = \"constant-arrival-rate\"\nrate = 50\nduration = \"1s\"\npreAllocatedVUs = 1",
+                "above the max_rate cap of 10",
+            ),
+        ];
+        for (limits, scenario, needle) in cases {
+            let last = run_share(
+                (&limits, &open),
+                start(scenario),
+                CancellationToken::new(),
+                &out,
+            )
+            .await;
+            let Some(agent_message::Msg::LoadProgress(p)) = last.msg else {
+                panic!("{last:?}")
+            };
+            assert!(p.done, "{p:?}");
+            assert!(p.error.contains(needle), "{needle}: {p:?}");
+        }
     }
 
     #[test]

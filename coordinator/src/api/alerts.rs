@@ -11,6 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
@@ -157,7 +158,7 @@ impl NewSilence {
 pub(super) async fn create(
     State(st): State<ApiState>,
     body: Result<Json<NewSilence>, JsonRejection>,
-) -> Result<(StatusCode, Json<Silence>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let body = super::json_body(body)?;
     let silence = body.validate(now_ms())?;
     let alerts = st.alerts.clone();
@@ -166,13 +167,19 @@ pub(super) async fn create(
         .map_err(|e| ApiError::internal("silence task", e))?
         .map_err(|e| ApiError::internal("storing a silence", e))?;
     tracing::info!(id = saved.id, subject = ?saved.subject, rule = ?saved.rule, "silence added");
-    Ok((StatusCode::CREATED, Json(saved)))
+    let detail = super::audit::AuditDetail(serde_json::json!({
+        "silence": saved.id, "subject": saved.subject, "rule": saved.rule,
+        "ends_unix_ms": saved.ends_unix_ms,
+    }));
+    let mut response = (StatusCode::CREATED, Json(saved)).into_response();
+    response.extensions_mut().insert(detail);
+    Ok(response)
 }
 
 pub(super) async fn delete(
     State(st): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let id: u64 = id
         .parse()
         .map_err(|_| bad("silence id: expected a number"))?;
@@ -183,7 +190,11 @@ pub(super) async fn delete(
         .map_err(|e| ApiError::internal("removing a silence", e))?;
     if removed {
         tracing::info!(id, "silence removed");
-        Ok(StatusCode::NO_CONTENT)
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        response.extensions_mut().insert(super::audit::AuditDetail(
+            serde_json::json!({ "silence": id }),
+        ));
+        Ok(response)
     } else {
         Err(ApiError::new(StatusCode::NOT_FOUND, "no such silence"))
     }

@@ -220,10 +220,13 @@ tokio::task_local! {
 }
 
 /// The role a request needs: none for `/healthz`, `viewer` to read, `admin`
-/// for anything else.
+/// for anything else and for the audit log.
 fn needed(method: &Method, path: &str) -> Option<Role> {
     if path == "/healthz" {
         None
+    } else if path == "/api/v1/audit" {
+        // Who did what is for administrators.
+        Some(Role::Admin)
     } else if method == Method::GET || method == Method::HEAD {
         Some(Role::Viewer)
     } else {
@@ -253,6 +256,11 @@ pub async fn guard(
             ) {
                 Ok(token) => {
                     tracing::debug!(token = %token.name, role = token.role.as_str(), "authorized");
+                    let mut req = req;
+                    req.extensions_mut().insert(super::audit::Caller {
+                        name: token.name.clone(),
+                        role: token.role,
+                    });
                     next.run(req).await
                 }
                 Err(Refusal::Unauthorized) => {

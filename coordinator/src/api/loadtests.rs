@@ -3,10 +3,12 @@
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::audit::AuditDetail;
 use super::{ApiError, ApiState};
 
 /// Body of `POST /api/v1/loadtests`.
@@ -22,15 +24,32 @@ pub(super) struct NewRun {
 pub(super) async fn create(
     State(st): State<ApiState>,
     body: Result<Json<NewRun>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let body = super::json_body(body)?;
-    match st.loadtests.create(&body.file, &body.regions) {
-        Ok(v) => Ok((StatusCode::CREATED, Json(v))),
-        Err(r) => Err(ApiError::new(
-            StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST),
-            r.message,
-        )),
-    }
+    // The audit log gets the file's digest (the file itself may be large),
+    // the regions and, for a run that starts, its id and targets.
+    let file_sha256: String = super::auth::digest(&body.file)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (mut response, detail) = match st.loadtests.create(&body.file, &body.regions) {
+        Ok(v) => {
+            let detail = json!({
+                "loadtest": v["id"], "regions": body.regions, "targets": v["targets"],
+                "file_sha256": file_sha256,
+            });
+            ((StatusCode::CREATED, Json(v)).into_response(), detail)
+        }
+        Err(r) => {
+            let detail = json!({
+                "refused": r.message, "regions": body.regions, "file_sha256": file_sha256,
+            });
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+            (ApiError::new(status, r.message).into_response(), detail)
+        }
+    };
+    response.extensions_mut().insert(AuditDetail(detail));
+    Ok(response)
 }
 
 pub(super) async fn get_one(

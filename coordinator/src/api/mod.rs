@@ -8,6 +8,8 @@
 //! | `GET /api/v1/checks/{name}` | one check, with phase percentiles |
 //! | `GET /api/v1/alerts` | alerts, outbox, silences ([`alerts`]) |
 //! | `POST /api/v1/silences`, `DELETE /api/v1/silences/{id}` | silences |
+//! | `GET/POST /api/v1/loadtests`, `GET /api/v1/loadtests/{id}` | load runs |
+//! | `GET /api/v1/audit` | who changed what ([`audit`]; admin) |
 //!
 //! `?window=5m` (default 5 m, at most 24 h) selects the sliding window.
 //!
@@ -28,6 +30,7 @@ use crate::alert::store::AlertStore;
 use crate::config::{CheckConfig, Config};
 
 pub mod alerts;
+pub mod audit;
 pub mod auth;
 mod loadtests;
 
@@ -57,6 +60,8 @@ pub struct ApiState {
     pub loadtests: Arc<crate::loadtest::LoadTests>,
     /// API tokens and the failed-authentication limiter.
     pub auth: Arc<auth::Auth>,
+    /// Who changed what.
+    pub audit: Arc<dyn audit::AuditLog>,
 }
 
 /// One route: method, path, handler, largest body accepted.
@@ -93,6 +98,7 @@ fn table() -> Vec<Route> {
             "/api/v1/loadtests/{id}",
             get(loadtests::get_one),
         ),
+        route(Method::GET, "/api/v1/audit", get(audit::list)),
     ]
 }
 
@@ -114,6 +120,11 @@ pub fn router(state: ApiState) -> Router {
                 handler.layer(axum::extract::DefaultBodyLimit::max(limit)),
             )
         })
+        // Inside the guard: sees the caller it authenticated.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record,
+        ))
         .with_state(state)
         // Outermost, so it covers every route above, any added later and the
         // 404 fallback (unknown paths are not revealed without a token).

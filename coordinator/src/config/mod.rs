@@ -26,6 +26,7 @@
 //! allowed_hosts = ["staging.example.com"]  # besides loopback; default none
 //! max_rate = 100000                 # default; requests/s of one run (1 to 1000000)
 //! max_vus = 1000                    # default; VUs of one run (1 to 1000)
+//! max_duration = "1h"               # default; longest planned run (1s to 24h)
 //! ```
 //!
 //! Durations are strings of `<whole number><unit>` groups with the units `ms`,
@@ -147,6 +148,8 @@ pub struct LoadConfig {
     pub max_rate: u64,
     /// `max_vus`: VUs of one run, all agents together. Default 1000.
     pub max_vus: u64,
+    /// `max_duration`: longest planned run (1s to 24h). Default 1h.
+    pub max_duration: Duration,
 }
 
 impl Default for LoadConfig {
@@ -155,6 +158,7 @@ impl Default for LoadConfig {
             allowed_hosts: Vec::new(),
             max_rate: 100_000,
             max_vus: 1000,
+            max_duration: Duration::from_secs(3600),
         }
     }
 }
@@ -425,6 +429,21 @@ fn read_load(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>) -> LoadConfig {
     }
     if let Ok(Some(v)) = r.optional(cx, "max_vus", cap("max_vus", 1000)) {
         load.max_vus = v;
+    }
+    if let Ok(Some(v)) = r.optional(cx, "max_duration", |cx, f| {
+        let d = reader::duration(cx, f)?;
+        if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) {
+            return Err(f.error(
+                cx,
+                format!(
+                    "{} is out of range for max_duration: use 1s to 24h",
+                    vantage_proto::spec::humantime_like(d)
+                ),
+            ));
+        }
+        Ok(d)
+    }) {
+        load.max_duration = v;
     }
     r.finish(cx);
     load

@@ -79,7 +79,10 @@ async fn every_route_but_healthz_needs_a_token_and_every_mutation_needs_admin() 
         }
         let viewer = http_request(http, m, &p, body, Some(VIEWER_TOKEN)).await;
         let admin = http_request(http, m, &p, body, Some(TEST_ADMIN_TOKEN)).await;
-        if m == "GET" {
+        if *path == "/api/v1/audit" {
+            // Who changed what: a read for administrators only.
+            assert_eq!(viewer.0, 403, "{m} {p} as viewer: {}", viewer.1);
+        } else if m == "GET" {
             assert!(![401, 403].contains(&viewer.0), "{m} {p}: {viewer:?}");
         } else {
             mutating += 1;
@@ -231,4 +234,119 @@ async fn a_token_made_by_the_token_command_opens_the_api() {
     let (status, _) =
         http_request(http, "GET", "/api/v1/checks", None, Some(TEST_ADMIN_TOKEN)).await;
     assert_eq!(status, 401, "only the configured token opens it");
+}
+
+/// The value of header `name` in a response head.
+fn header<'a>(head: &'a str, name: &str) -> &'a str {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {head}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_are_audited_with_who_what_and_when_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let (coordinator, _, http) = start_coordinator(&config);
+    let before = now_ms();
+    let silence = r#"{"subject":"homepage","duration":"1h","comment":"deploy"}"#;
+    let (status, head, body) = http_exchange(
+        http,
+        "POST",
+        "/api/v1/silences",
+        Some(silence),
+        Some(TEST_ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let created_id = header(&head, "x-request-id").to_owned();
+    let silence_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"].clone();
+    // A viewer's attempt is refused before the handler: not a change.
+    let (status, _) = http_request(
+        http,
+        "POST",
+        "/api/v1/silences",
+        Some(silence),
+        Some(VIEWER_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // A refused load run is recorded with its reason.
+    let run = serde_json::json!({
+        "file": "[[scenario]]\nname = \"s\"\nexecutor = \"constant-vus\"\nvus = 1\nduration = \"1s\"\n\n[[scenario.request]]\nurl = \"http://example.com/\"\n",
+        "regions": ["eu"],
+    })
+    .to_string();
+    let (status, head, _) = http_exchange(
+        http,
+        "POST",
+        "/api/v1/loadtests",
+        Some(&run),
+        Some(TEST_ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let refused_id = header(&head, "x-request-id").to_owned();
+    let (status, _) = http_request(
+        http,
+        "DELETE",
+        &format!("/api/v1/silences/{silence_id}"),
+        None,
+        Some(TEST_ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 204);
+
+    let check = |log: serde_json::Value| {
+        let entries = log["entries"].as_array().unwrap().clone();
+        assert_eq!(entries.len(), 3, "{log:#}");
+        let (deleted, refused, created) = (&entries[0], &entries[1], &entries[2]);
+        for e in &entries {
+            assert_eq!(e["actor"], "ops", "{e}");
+            assert_eq!(e["role"], "admin", "{e}");
+            assert_eq!(e["peer"], "127.0.0.1", "{e}");
+            assert!(e["at_unix_ms"].as_i64().unwrap() >= before, "{e}");
+            assert!(!e.to_string().contains(TEST_ADMIN_TOKEN), "no token: {e}");
+        }
+        assert_eq!(
+            (
+                &deleted["method"],
+                &deleted["status"],
+                &deleted["detail"]["silence"]
+            ),
+            (&"DELETE".into(), &204.into(), &silence_id)
+        );
+        assert_eq!(refused["path"], "/api/v1/loadtests");
+        assert_eq!(refused["status"], 400);
+        assert_eq!(refused["request_id"], refused_id.as_str());
+        assert!(
+            refused["detail"]["refused"]
+                .as_str()
+                .unwrap()
+                .contains("example.com"),
+            "{refused}"
+        );
+        assert_eq!(refused["detail"]["file_sha256"].as_str().unwrap().len(), 64);
+        assert_eq!(created["request_id"], created_id.as_str());
+        assert_eq!(created["detail"]["silence"], silence_id);
+        assert_eq!(created["detail"]["subject"], "homepage");
+    };
+    check(get_json(http, "/api/v1/audit").await);
+    drop(coordinator);
+    let (_coordinator, _, http) = start_coordinator(&config);
+    check(get_json(http, "/api/v1/audit?limit=10").await);
+    let (status, _) = http_request(
+        http,
+        "GET",
+        "/api/v1/audit?limit=0",
+        None,
+        Some(TEST_ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 400);
 }

@@ -325,6 +325,14 @@ async fn refused_runs_say_why_and_send_nothing() {
             "load.max_rate of 5000",
         ),
         (
+            serde_json::json!({
+                "file": scenario(&local, 10).replace("duration = \"2s\"", "duration = \"2h\""),
+                "regions": ["eu"],
+            }),
+            400,
+            "above the coordinator's load.max_duration of 1h",
+        ),
+        (
             serde_json::json!({ "file": scenario(&local, 10), "regions": ["mars"] }),
             409,
             "\\\"mars\\\" has no connected agent",
