@@ -31,6 +31,7 @@ pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod loadtest;
+pub mod ownership;
 pub mod secret;
 pub mod store;
 

@@ -154,7 +154,7 @@ impl LoadTests {
     }
 
     /// Validates and starts a run; returns its view.
-    pub fn create(&self, file_text: &str, regions: &[String]) -> Result<Value, Refused> {
+    pub async fn create(&self, file_text: &str, regions: &[String]) -> Result<Value, Refused> {
         if file_text.len() > MAX_FILE_BYTES {
             return Err(refused(
                 400,
@@ -204,6 +204,13 @@ impl LoadTests {
                 400,
                 format!("regions: {bad:?} is not a region name"),
             ));
+        }
+        // Checked before every run: a proof removed since the last run
+        // stops the next one.
+        if let Some(token) = &self.config.load.ownership_token {
+            crate::ownership::verify(&plan, token, self.config.load.ownership_dns_server)
+                .await
+                .map_err(|m| refused(400, m))?;
         }
         let mut agents: Vec<(String, String)> = self
             .fleet

@@ -32,7 +32,7 @@ pub(super) async fn create(
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let (mut response, detail) = match st.loadtests.create(&body.file, &body.regions) {
+    let (mut response, detail) = match st.loadtests.create(&body.file, &body.regions).await {
         Ok(v) => {
             let detail = json!({
                 "loadtest": v["id"], "regions": body.regions, "targets": v["targets"],

@@ -27,6 +27,8 @@
 //! max_rate = 100000                 # default; requests/s of one run (1 to 1000000)
 //! max_vus = 1000                    # default; VUs of one run (1 to 1000)
 //! max_duration = "1h"               # default; longest planned run (1s to 24h)
+//! ownership_token = "..."           # optional; targets must publish vantage-load=<token>
+//! ownership_dns_server = "127.0.0.1:53"  # optional; for the TXT proofs (default: system)
 //! ```
 //!
 //! Durations are strings of `<whole number><unit>` groups with the units `ms`,
@@ -150,6 +152,13 @@ pub struct LoadConfig {
     pub max_vus: u64,
     /// `max_duration`: longest planned run (1s to 24h). Default 1h.
     pub max_duration: Duration,
+    /// `ownership_token`: when set, every host of a run must publish
+    /// `vantage-load=<token>` (TXT record or well-known file) before each
+    /// run ([`crate::ownership`]). 16 to 128 of A-Z a-z 0-9 . _ -.
+    pub ownership_token: Option<String>,
+    /// `ownership_dns_server`: the name server (`ip:port`) asked for the TXT
+    /// proofs; default the system's resolver.
+    pub ownership_dns_server: Option<SocketAddr>,
 }
 
 impl Default for LoadConfig {
@@ -159,6 +168,8 @@ impl Default for LoadConfig {
             max_rate: 100_000,
             max_vus: 1000,
             max_duration: Duration::from_secs(3600),
+            ownership_token: None,
+            ownership_dns_server: None,
         }
     }
 }
@@ -444,6 +455,35 @@ fn read_load(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>) -> LoadConfig {
         Ok(d)
     }) {
         load.max_duration = v;
+    }
+    if let Ok(Some(token)) = r.optional(cx, "ownership_token", |cx, f| {
+        let token = reader::string(cx, f)?;
+        let ok = (16..=128).contains(&token.len())
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            return Err(f.error(
+                cx,
+                "use 16 to 128 characters from A-Z a-z 0-9 . _ - (a random string: it is published on the targets)",
+            ));
+        }
+        Ok(token)
+    }) {
+        load.ownership_token = Some(token);
+    }
+    if let Ok(Some(server)) = r.optional(cx, "ownership_dns_server", |cx, f| {
+        let text = reader::string(cx, f)?;
+        text.parse::<SocketAddr>().map_err(|_| {
+            f.error(
+                cx,
+                format!(
+                    "{text:?} is not an address: write it as 192.0.2.53:53 or [2001:db8::53]:53"
+                ),
+            )
+        })
+    }) {
+        load.ownership_dns_server = Some(server);
     }
     r.finish(cx);
     load

@@ -18,6 +18,7 @@ mod honesty;
 mod loadtests;
 mod netfault;
 mod netns;
+mod ownership;
 mod slack_receiver;
 mod smtp;
 mod spool;
