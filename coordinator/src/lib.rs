@@ -27,10 +27,12 @@ pub mod api;
 pub mod config;
 pub mod demo;
 pub mod eval;
+pub mod exposition;
 pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod loadtest;
+pub mod metrics;
 pub mod ownership;
 pub mod secret;
 pub mod store;
