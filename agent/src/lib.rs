@@ -26,7 +26,7 @@ pub mod scheduler;
 pub mod session;
 pub mod spool;
 
-pub use session::Identity;
+pub use session::{AgentToken, Identity};
 
 /// Window length used until the coordinator's `Welcome` says otherwise.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
@@ -107,6 +107,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> anyh
     {
         anyhow::bail!("agent name and region must be 1-64 characters from A-Z a-z 0-9 . _ -");
     }
+    session::check_coordinator_url(&opts.identity.coordinator).map_err(anyhow::Error::msg)?;
     let spool = Arc::new(open_spool(&opts).await?);
     let (checks_tx, checks_rx) = watch::channel(Vec::new());
     let (window_tx, window_rx) = watch::channel(DEFAULT_WINDOW);
