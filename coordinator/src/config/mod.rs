@@ -406,8 +406,10 @@ fn read_server(
     }) {
         server.cache_capacity_bytes = mb * MIB;
     }
+    let has_tls = r.key_span("tls").is_some();
     server.tls = read_tls(cx, &mut r, base_dir);
-    if server.tls.is_none() {
+    // A broken [server.tls] has its own errors; do not pile these on.
+    if !has_tls {
         // Plaintext only on loopback: tokens and results must never cross
         // a network in the clear.
         for (key, addr, ok) in [
@@ -483,6 +485,7 @@ fn read_agents(
         );
     }
     let mut names = std::collections::HashMap::new();
+    let mut tokens: std::collections::HashMap<[u8; 32], usize> = std::collections::HashMap::new();
     let mut out = Vec::new();
     for (i, element) in elements.iter().enumerate() {
         let Ok(mut t) = element.table(cx, "a table ([[agent]])") else {
@@ -503,7 +506,7 @@ fn read_agents(
             }
         });
         let hashed = t.optional(cx, "sha256", |cx, f| {
-            const HOW: &str = "expected 64 hex digits, or an array of up to two during a rotation: the SHA-256 of the agent's token (vantage-coordinator agent-token prints it)";
+            const HOW: &str = "expected 64 hex digits, or an array of up to two during a rotation: the SHA-256 of the agent's token (vantage-coordinator token --agent prints one)";
             let one = |cx: &mut Ctx<'_>, f: &Field<'_, '_>| {
                 let s = reader::string(cx, f)?;
                 parse_sha256(&s).ok_or_else(|| f.error(cx, HOW))
@@ -538,7 +541,23 @@ fn read_agents(
             }
             _ => None,
         };
+        let header = t.header().clone();
+        let path = t.key_path("sha256");
         t.finish(cx);
+        if let Some(d) = &digests {
+            // A token decides who the agent is: one token, one agent.
+            if let Some(other) = d.iter().find_map(|x| tokens.get(x).filter(|j| **j != i)) {
+                cx.error(
+                    &header,
+                    &path,
+                    format!("agent[{other}] has the same token: give each agent its own"),
+                );
+                continue;
+            }
+            for x in d {
+                tokens.insert(*x, i);
+            }
+        }
         if let (Ok(name), Ok(region), Some(sha256)) = (name, region, digests) {
             out.push(AgentEntry {
                 name,

@@ -21,3 +21,4 @@ mod slack_receiver;
 mod smtp;
 mod spool;
 mod support;
+mod tls;
