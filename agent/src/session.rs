@@ -327,7 +327,7 @@ async fn session(
         .session(request)
         .await
         .map_err(|s| {
-            let text = format!("{}: {}", s.code(), s.message());
+            let text = format!("{:?}: {}", s.code(), s.message());
             match s.code() {
                 tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
                     SessionError::Refused(text)

@@ -345,7 +345,7 @@ async fn a_wrong_or_missing_token_is_unauthenticated_and_the_agent_says_so() {
     })
     .await
     .expect("the agent logs the refusal");
-    assert!(refused.contains("Unauthenticated") || refused.contains("unauthenticated"), "{refused}");
+    assert!(refused.contains("Unauthenticated"), "{refused}");
     assert!(!refused.contains("CANARY"), "the token reached the log:\n{refused}");
     // One refusal, then a long wait: not a hot loop.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -401,7 +401,7 @@ async fn an_agent_presenting_another_agents_name_is_refused_and_nothing_is_store
     })
     .await
     .expect("the agent logs the refusal");
-    assert!(text.contains("PermissionDenied") || text.contains("permission"), "{text}");
+    assert!(text.contains("PermissionDenied"), "{text}");
     let agents = get_json(http, "/api/v1/agents").await;
     assert_eq!(agents["agents"].as_array().unwrap().len(), 0, "{agents}");
     assert_eq!(stored_attempts(http, "db").await, serde_json::json!([]));
@@ -505,6 +505,9 @@ async fn results_for_a_check_not_assigned_to_the_agent_are_dropped_the_rest_stor
         .filter(|x| !now_c.iter().any(|m| m == x))
         .collect();
     assert!(!moved.is_empty(), "C kept everything: {now_c:?}");
+    let before = stored_attempts(http, moved[0]).await[0]["attempts"]
+        .as_u64()
+        .unwrap_or(0);
     c.tx.send(batch(1, &[moved[0]])).await.unwrap();
     let ack = loop {
         match next_msg(&mut c).await {
@@ -514,7 +517,12 @@ async fn results_for_a_check_not_assigned_to_the_agent_are_dropped_the_rest_stor
     };
     assert_eq!(ack.seq, 1);
     let backlog = stored_attempts(http, moved[0]).await;
-    assert_eq!(backlog[0]["attempts"], 1, "{backlog}");
+    assert_eq!(backlog[0]["attempts"], before + 1, "{backlog}");
+    assert!(backlog[0]["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "agent-c"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
