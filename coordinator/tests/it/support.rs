@@ -429,6 +429,13 @@ pub fn tls_toml(dir: &Path, ips: &[std::net::IpAddr]) -> String {
     "\n[server.tls]\ncert_file = \"coordinator.crt\"\nkey_file = \"coordinator.key\"\n".into()
 }
 
+/// [`tls_toml`] with absolute paths, for a config written elsewhere.
+pub fn tls_toml_abs(dir: &Path, ips: &[std::net::IpAddr]) -> String {
+    tls_toml(dir, ips)
+        .replace("\"coordinator.crt\"", &format!("{:?}", dir.join("coordinator.crt")))
+        .replace("\"coordinator.key\"", &format!("{:?}", dir.join("coordinator.key")))
+}
+
 /// Config files started by [`start_coordinator_with`] that have
 /// `[server.tls]`, and the addresses they got: [`http_exchange`] and
 /// [`agent_command_in`] speak TLS to those.
