@@ -129,14 +129,19 @@ enum Command {
 
 /// The agent's token: from `file`, else from `VANTAGE_AGENT_TOKEN`, else
 /// none (a coordinator with open enrollment on loopback).
-fn agent_token(file: Option<&std::path::Path>) -> Result<Option<vantage_agent::AgentToken>, String> {
+fn agent_token(
+    file: Option<&std::path::Path>,
+) -> Result<Option<vantage_agent::AgentToken>, String> {
     use vantage_agent::AgentToken;
     if let Some(path) = file {
         return AgentToken::from_file(path).map(Some);
     }
     match std::env::var(AgentToken::ENV) {
         Ok(v) => AgentToken::new(&v).map(Some).ok_or_else(|| {
-            format!("{} is empty or holds characters a token cannot have", AgentToken::ENV)
+            format!(
+                "{} is empty or holds characters a token cannot have",
+                AgentToken::ENV
+            )
         }),
         Err(std::env::VarError::NotPresent) => Ok(None),
         Err(std::env::VarError::NotUnicode(_)) => {

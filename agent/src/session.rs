@@ -111,8 +111,7 @@ impl AgentToken {
     }
 
     fn bearer(&self) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
-        let mut v: tonic::metadata::MetadataValue<_> =
-            format!("Bearer {}", self.0).parse().ok()?;
+        let mut v: tonic::metadata::MetadataValue<_> = format!("Bearer {}", self.0).parse().ok()?;
         v.set_sensitive(true);
         Some(v)
     }
@@ -293,9 +292,8 @@ async fn session(
     if id.coordinator.starts_with("https://") {
         let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
         if let Some(path) = &id.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                SessionError::Connect(format!("--ca-file {}: {e}", path.display()))
-            })?;
+            let pem = std::fs::read(path)
+                .map_err(|e| SessionError::Connect(format!("--ca-file {}: {e}", path.display())))?;
             tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
         }
         endpoint = endpoint
@@ -466,7 +464,11 @@ mod tests {
         ] {
             assert!(check_coordinator_url(ok).is_ok(), "{ok}");
         }
-        for bad in ["http://10.0.0.1:7070", "http://coordinator.example:7070", "ftp://x"] {
+        for bad in [
+            "http://10.0.0.1:7070",
+            "http://coordinator.example:7070",
+            "ftp://x",
+        ] {
             let e = check_coordinator_url(bad).unwrap_err();
             assert!(e.contains(bad), "{e}");
         }

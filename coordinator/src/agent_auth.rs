@@ -74,7 +74,10 @@ impl AgentAuth {
 
     /// The entry whose token is in `metadata`'s `authorization`, or `None`
     /// under open enrollment.
-    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Option<&AgentEntry>, AgentAuthError> {
+    pub fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+    ) -> Result<Option<&AgentEntry>, AgentAuthError> {
         if self.is_open() {
             return Ok(None);
         }
@@ -152,7 +155,9 @@ mod tests {
             entry("us-1", None, &["us"]),
         ]);
         for (token, name) in [("old-eu", "eu-1"), ("new-eu", "eu-1"), ("us", "us-1")] {
-            let got = auth.authenticate(&bearer(&format!("Bearer {token}"))).unwrap();
+            let got = auth
+                .authenticate(&bearer(&format!("Bearer {token}")))
+                .unwrap();
             assert_eq!(got.unwrap().name, name);
         }
         for bad in ["Bearer nope", "Bearer ", "old-eu", "Basic b2xkLWV1"] {
@@ -190,6 +195,9 @@ mod tests {
     #[test]
     fn debug_shows_no_digest() {
         let shown = format!("{:?}", entry("eu-1", None, &["secret-token"]));
-        assert!(shown.contains("eu-1") && !shown.contains("sha256"), "{shown}");
+        assert!(
+            shown.contains("eu-1") && !shown.contains("sha256"),
+            "{shown}"
+        );
     }
 }

@@ -136,7 +136,9 @@ pub fn execute(cli: Cli) -> ExitCode {
             region,
         } => {
             if !vantage_proto::is_valid_name(&name)
-                || region.as_deref().is_some_and(|r| !vantage_proto::is_valid_name(r))
+                || region
+                    .as_deref()
+                    .is_some_and(|r| !vantage_proto::is_valid_name(r))
             {
                 eprintln!("error: --name, --region: use 1-64 characters from A-Z a-z 0-9 . _ -");
                 return ExitCode::from(EXIT_ERROR);
@@ -287,9 +289,7 @@ impl ApiTarget {
     /// token must never cross a network in the clear.
     fn parse(api: &str, ca_file: Option<&std::path::Path>) -> Result<Self, String> {
         let url = url::Url::parse(api).map_err(|e| format!("--api {api:?}: {e}"))?;
-        let host = url
-            .host()
-            .ok_or_else(|| format!("--api {api}: no host"))?;
+        let host = url.host().ok_or_else(|| format!("--api {api}: no host"))?;
         let port = url
             .port_or_known_default()
             .ok_or_else(|| format!("--api {api}: no port"))?;
@@ -323,7 +323,9 @@ impl ApiTarget {
                     tls: Some((tls_client(ca_file)?, name)),
                 })
             }
-            other => Err(format!("--api {api}: scheme {other}:// is not supported; use https://")),
+            other => Err(format!(
+                "--api {api}: scheme {other}:// is not supported; use https://"
+            )),
         }
     }
 }
@@ -356,7 +358,9 @@ fn tls_client(ca_file: Option<&std::path::Path>) -> Result<tokio_rustls::TlsConn
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)))
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
 }
 
 fn loadtest_run(

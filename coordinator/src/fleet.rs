@@ -561,10 +561,7 @@ impl Fleet {
         mut batches: Vec<v1::ResultBatch>,
     ) -> (Option<u64>, Result<(), FleetError>) {
         let mut verdict = Ok(());
-        if let Some(bad) = batches
-            .iter()
-            .position(|b| self.validate_batch(b).is_err())
-        {
+        if let Some(bad) = batches.iter().position(|b| self.validate_batch(b).is_err()) {
             verdict = self.validate_batch(&batches[bad]);
             batches.truncate(bad);
         }
@@ -574,7 +571,10 @@ impl Fleet {
             .sum();
         if rejected > 0 {
             let mut counts = self.ingest_counts.lock().unwrap_or_else(|p| p.into_inner());
-            counts.entry(agent.to_owned()).or_default().rejected_windows_total += rejected as u64;
+            counts
+                .entry(agent.to_owned())
+                .or_default()
+                .rejected_windows_total += rejected as u64;
         }
         let Some(last) = batches.last().map(|b| b.seq) else {
             return (None, verdict);

@@ -132,7 +132,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every check ever assigned to `agent` (kept across restarts), so a
     /// backlog the agent still holds for a check that has since moved to
     /// another agent is accepted.
-    fn assigned_checks(&self, agent: &str) -> Result<std::collections::HashSet<String>, StoreError>;
+    fn assigned_checks(&self, agent: &str)
+        -> Result<std::collections::HashSet<String>, StoreError>;
 
     /// Records that `checks` were assigned to `agent`. Made durable by the
     /// next flush (every ingest flushes).
@@ -333,7 +334,10 @@ impl Store for SledStore {
         Ok(outcomes)
     }
 
-    fn assigned_checks(&self, agent: &str) -> Result<std::collections::HashSet<String>, StoreError> {
+    fn assigned_checks(
+        &self,
+        agent: &str,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
         let prefix = assigned_prefix(agent);
         let mut out = std::collections::HashSet::new();
         for key in self.assigned.scan_prefix(&prefix).keys() {

@@ -437,7 +437,11 @@ fn read_server(
 type Span = std::ops::Range<usize>;
 
 /// `[server.tls]`: both files, or an error.
-fn read_tls(cx: &mut Ctx<'_>, server: &mut TableReader<'_, '_>, base_dir: &Path) -> Option<TlsFiles> {
+fn read_tls(
+    cx: &mut Ctx<'_>,
+    server: &mut TableReader<'_, '_>,
+    base_dir: &Path,
+) -> Option<TlsFiles> {
     let field = server.field("tls")?;
     let mut r = field.table(cx, "a table ([server.tls])").ok()?;
     let path = |cx: &mut Ctx<'_>, f: &Field<'_, '_>| {
@@ -501,7 +505,9 @@ fn read_agents(
             } else {
                 Err(f.error(
                     cx,
-                    format!("{s:?} is not a valid region: use 1-64 characters from A-Z a-z 0-9 . _ -"),
+                    format!(
+                        "{s:?} is not a valid region: use 1-64 characters from A-Z a-z 0-9 . _ -"
+                    ),
                 ))
             }
         });

@@ -145,7 +145,10 @@ async fn loadtest_run(f: &Fleet, file: &str) -> Output {
     tokio::task::spawn_blocking(move || {
         let mut cmd = Command::new(coordinator_bin());
         if tls {
-            cmd.arg("loadtest").arg("run").arg("--ca-file").arg(&test_ca().ca_file);
+            cmd.arg("loadtest")
+                .arg("run")
+                .arg("--ca-file")
+                .arg(&test_ca().ca_file);
         } else {
             cmd.args(["loadtest", "run"]);
         }
@@ -366,7 +369,10 @@ async fn loadtest_run_speaks_https_with_a_ca_file_and_refuses_plaintext_off_loop
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("only allowed to a loopback address"), "{stderr}");
+    assert!(
+        stderr.contains("only allowed to a loopback address"),
+        "{stderr}"
+    );
 
     let target = Target::start().await;
     let certs = tempfile::tempdir().unwrap();

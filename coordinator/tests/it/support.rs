@@ -12,8 +12,8 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::pem::PemObject;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -432,8 +432,14 @@ pub fn tls_toml(dir: &Path, ips: &[std::net::IpAddr]) -> String {
 /// [`tls_toml`] with absolute paths, for a config written elsewhere.
 pub fn tls_toml_abs(dir: &Path, ips: &[std::net::IpAddr]) -> String {
     tls_toml(dir, ips)
-        .replace("\"coordinator.crt\"", &format!("{:?}", dir.join("coordinator.crt")))
-        .replace("\"coordinator.key\"", &format!("{:?}", dir.join("coordinator.key")))
+        .replace(
+            "\"coordinator.crt\"",
+            &format!("{:?}", dir.join("coordinator.crt")),
+        )
+        .replace(
+            "\"coordinator.key\"",
+            &format!("{:?}", dir.join("coordinator.key")),
+        )
 }
 
 /// Config files started by [`start_coordinator_with`] that have

@@ -182,7 +182,10 @@ fn plaintext_off_loopback_is_refused_at_startup_naming_the_key() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
-    assert!(stderr.contains(":5:1: server.http_listen: 0.0.0.0:0 is not a loopback address"), "{stderr}");
+    assert!(
+        stderr.contains(":5:1: server.http_listen: 0.0.0.0:0 is not a loopback address"),
+        "{stderr}"
+    );
     let tls = tls_toml(dir.path(), &[]);
     let config = write_config(
         dir.path(),
@@ -193,7 +196,11 @@ fn plaintext_off_loopback_is_refused_at_startup_naming_the_key() {
         .arg(&config)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -213,11 +220,18 @@ fn unreadable_tls_files_are_named_at_startup() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("server.tls.cert_file") && stderr.contains("missing.crt"), "{stderr}");
+    assert!(
+        stderr.contains("server.tls.cert_file") && stderr.contains("missing.crt"),
+        "{stderr}"
+    );
 
     // A key that is not PEM: named, and its content never echoed.
     tls_toml(dir.path(), &[]);
-    std::fs::write(dir.path().join("coordinator.key"), "SECRET-CANARY not a key\n").unwrap();
+    std::fs::write(
+        dir.path().join("coordinator.key"),
+        "SECRET-CANARY not a key\n",
+    )
+    .unwrap();
     let config = write_config(
         dir.path(),
         &format!(
@@ -232,7 +246,10 @@ fn unreadable_tls_files_are_named_at_startup() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("server.tls.key_file") && stderr.contains("coordinator.key"), "{stderr}");
+    assert!(
+        stderr.contains("server.tls.key_file") && stderr.contains("coordinator.key"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("SECRET-CANARY"), "{stderr}");
 }
 
@@ -278,7 +295,11 @@ async fn an_agent_over_tls_delivers_and_the_api_answers_only_over_tls() {
     let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf))
         .await
         .expect("the server closes a plaintext connection");
-    assert!(!buf.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&buf));
+    assert!(
+        !buf.starts_with(b"HTTP/"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
 
     // Plaintext gRPC to the TLS gRPC port fails, and stores nothing.
     let plain = async {
@@ -341,12 +362,16 @@ async fn a_wrong_or_missing_token_is_unauthenticated_and_the_agent_says_so() {
     };
     let refused = eventually(Duration::from_secs(20), || async {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.contains("THE COORDINATOR REFUSED THIS AGENT").then_some(text)
+        text.contains("THE COORDINATOR REFUSED THIS AGENT")
+            .then_some(text)
     })
     .await
     .expect("the agent logs the refusal");
     assert!(refused.contains("Unauthenticated"), "{refused}");
-    assert!(!refused.contains("CANARY"), "the token reached the log:\n{refused}");
+    assert!(
+        !refused.contains("CANARY"),
+        "the token reached the log:\n{refused}"
+    );
     // One refusal, then a long wait: not a hot loop.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let text = std::fs::read_to_string(&log).unwrap();
@@ -397,7 +422,8 @@ async fn an_agent_presenting_another_agents_name_is_refused_and_nothing_is_store
     };
     let text = eventually(Duration::from_secs(20), || async {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.contains("THE COORDINATOR REFUSED THIS AGENT").then_some(text)
+        text.contains("THE COORDINATOR REFUSED THIS AGENT")
+            .then_some(text)
     })
     .await
     .expect("the agent logs the refusal");
@@ -407,8 +433,8 @@ async fn an_agent_presenting_another_agents_name_is_refused_and_nothing_is_store
     assert_eq!(stored_attempts(http, "db").await, serde_json::json!([]));
 
     terminate("coordinator", &mut coordinator, Duration::from_secs(15));
-    let store = vantage_coordinator::store::SledStore::open(&dir.path().join("data"), 1 << 20)
-        .unwrap();
+    let store =
+        vantage_coordinator::store::SledStore::open(&dir.path().join("data"), 1 << 20).unwrap();
     assert!(store.stored_seqs("agent-b").unwrap().is_empty());
     assert!(store.stored_seqs("agent-a").unwrap().is_empty());
 }
@@ -460,8 +486,14 @@ async fn results_for_a_check_not_assigned_to_the_agent_are_dropped_the_rest_stor
     assert_eq!(ack.seq, 1);
     let own = stored_attempts(http, &mine[0]).await;
     assert_eq!(own[0]["attempts"], 1, "A's own window is stored: {own}");
-    assert_eq!(stored_attempts(http, theirs[0]).await, serde_json::json!([]));
-    assert_eq!(stored_attempts(http, "us-only").await, serde_json::json!([]));
+    assert_eq!(
+        stored_attempts(http, theirs[0]).await,
+        serde_json::json!([])
+    );
+    assert_eq!(
+        stored_attempts(http, "us-only").await,
+        serde_json::json!([])
+    );
     let agents = get_json(http, "/api/v1/agents").await;
     let entry = agents["agents"]
         .as_array()
@@ -480,7 +512,11 @@ async fn results_for_a_check_not_assigned_to_the_agent_are_dropped_the_rest_stor
     drop(b);
     eventually(Duration::from_secs(10), || async {
         let agents = get_json(http, "/api/v1/agents").await;
-        agents["agents"].as_array().unwrap().is_empty().then_some(())
+        agents["agents"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+            .then_some(())
     })
     .await
     .expect("sessions closed");
