@@ -33,7 +33,8 @@ pub struct Cli {
 enum Command {
     /// Dial the coordinator and run the checks it assigns.
     Run {
-        /// Coordinator gRPC URL.
+        /// Coordinator gRPC URL: https://HOST:PORT, or http:// to a loopback
+        /// address only.
         #[arg(
             long,
             env = "VANTAGE_COORDINATOR",
@@ -43,6 +44,14 @@ enum Command {
         /// Region this agent probes from.
         #[arg(long, env = "VANTAGE_REGION")]
         region: String,
+        /// File holding this agent's token (else the environment variable
+        /// VANTAGE_AGENT_TOKEN); never on the command line, where `ps` shows it.
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<std::path::PathBuf>,
+        /// PEM file with extra trust anchors for an https:// coordinator
+        /// (besides the Mozilla roots).
+        #[arg(long, env = "VANTAGE_CA_FILE", value_name = "PATH")]
+        ca_file: Option<std::path::PathBuf>,
         /// Agent name, unique in the fleet (default: the host name).
         #[arg(long, env = "VANTAGE_AGENT_NAME")]
         name: Option<String>,
@@ -127,6 +136,29 @@ enum Command {
     },
 }
 
+/// The agent's token: from `file`, else from `VANTAGE_AGENT_TOKEN`, else
+/// none (a coordinator with open enrollment on loopback).
+fn agent_token(
+    file: Option<&std::path::Path>,
+) -> Result<Option<vantage_agent::AgentToken>, String> {
+    use vantage_agent::AgentToken;
+    if let Some(path) = file {
+        return AgentToken::from_file(path).map(Some);
+    }
+    match std::env::var(AgentToken::ENV) {
+        Ok(v) => AgentToken::new(&v).map(Some).ok_or_else(|| {
+            format!(
+                "{} is empty or holds characters a token cannot have",
+                AgentToken::ENV
+            )
+        }),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(format!("{} is not valid UTF-8", AgentToken::ENV))
+        }
+    }
+}
+
 pub fn execute(cli: Cli) -> ExitCode {
     let command = match cli.command {
         load_command @ Command::Load { .. } => return load(load_command),
@@ -143,6 +175,8 @@ pub fn execute(cli: Cli) -> ExitCode {
         Command::Run {
             coordinator,
             region,
+            token_file,
+            ca_file,
             name,
             max_concurrent_probes,
             spool_dir,
@@ -168,10 +202,20 @@ pub fn execute(cli: Cli) -> ExitCode {
                 }
             };
             let name = name.unwrap_or_else(default_name);
+            let token = match agent_token(token_file.as_deref()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    rt.shutdown_background();
+                    return ExitCode::from(EXIT_ERROR);
+                }
+            };
             let mut opts = AgentOptions::new(Identity {
                 coordinator,
                 name,
                 region,
+                token,
+                ca_file,
             });
             opts.max_concurrent_probes = max_concurrent_probes;
             opts.spool_dir = Some(spool_dir);

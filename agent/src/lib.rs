@@ -27,7 +27,7 @@ pub mod scheduler;
 pub mod session;
 pub mod spool;
 
-pub use session::Identity;
+pub use session::{AgentToken, Identity};
 
 /// Window length used until the coordinator's `Welcome` says otherwise.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
@@ -111,6 +111,19 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> anyh
         || !vantage_proto::is_valid_name(&opts.identity.region)
     {
         anyhow::bail!("agent name and region must be 1-64 characters from A-Z a-z 0-9 . _ -");
+    }
+    session::check_coordinator_url(&opts.identity.coordinator).map_err(anyhow::Error::msg)?;
+    if let Some(path) = &opts.identity.ca_file {
+        // Read again at each dial; checked here so a wrong path stops the
+        // agent at once instead of failing every session.
+        let pem = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("--ca-file {}: {e}", path.display()))?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            anyhow::bail!(
+                "--ca-file {}: no PEM certificate in the file",
+                path.display()
+            );
+        }
     }
     let spool = Arc::new(open_spool(&opts).await?);
     let (checks_tx, checks_rx) = watch::channel(Vec::new());

@@ -2,6 +2,13 @@
 //! connect → `Hello` → `Welcome` → resend the un-acked spool from the oldest seq
 //! → stream results and heartbeats, apply assignments. On any failure: back off
 //! with full jitter (base 250 ms, cap 10 s; reset after 60 s healthy) and again.
+//! A coordinator that refuses the agent's token or identity is not a passing
+//! fault: that is logged as an error and retried only every
+//! [`REFUSED_BACKOFF`], so a misconfigured agent does not hammer it.
+//!
+//! `https://` coordinators are dialled over TLS (webpki roots plus
+//! `--ca-file`); plain `http://` is accepted only to a loopback address, so
+//! the token never crosses a network in the clear ([`check_coordinator_url`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +41,9 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 /// Longest backoff between attempts.
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// Wait after the coordinator refused the token or the identity: a
+/// configuration problem that retrying soon will not fix.
+pub const REFUSED_BACKOFF: Duration = Duration::from_secs(60);
 /// A session that stayed up this long resets the backoff.
 const HEALTHY_RESET: Duration = Duration::from_secs(60);
 /// Batches sent but not yet acknowledged. Bounds what is in flight on the wire
@@ -47,12 +57,104 @@ const OUTBOUND_CAPACITY: usize = 48;
 /// Who this agent is and where it reports.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    /// Coordinator URL, e.g. `http://127.0.0.1:7070`.
+    /// Coordinator URL, e.g. `https://coordinator.example:7070`, or
+    /// `http://127.0.0.1:7070` on loopback.
     pub coordinator: String,
     /// Agent name.
     pub name: String,
     /// Region.
     pub region: String,
+    /// The agent's token, sent as `authorization: Bearer` metadata.
+    pub token: Option<AgentToken>,
+    /// Extra trust anchors (PEM) for an `https://` coordinator, besides
+    /// the webpki roots.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// The agent's token. `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AgentToken(String);
+
+impl AgentToken {
+    /// Environment variable the token may come from.
+    pub const ENV: &'static str = "VANTAGE_AGENT_TOKEN";
+    /// Largest token file read.
+    const MAX_FILE_BYTES: u64 = 64 * 1024;
+
+    /// Wraps a token; `None` if it is empty or cannot be an HTTP header value.
+    pub fn new(token: &str) -> Option<Self> {
+        let t = token.trim();
+        let printable = t.bytes().all(|b| (0x21..0x7f).contains(&b));
+        (!t.is_empty() && printable).then(|| AgentToken(t.to_owned()))
+    }
+
+    /// Reads the token from `path` (one trailing newline allowed). Errors
+    /// name the file, never its content.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
+        use std::io::Read as _;
+        let cannot = |e: std::io::Error| format!("cannot read token file {}: {e}", path.display());
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .map_err(cannot)?
+            .take(Self::MAX_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(cannot)?;
+        if text.len() as u64 > Self::MAX_FILE_BYTES {
+            return Err(format!("token file {} is too large", path.display()));
+        }
+        Self::new(&text).ok_or_else(|| {
+            format!(
+                "token file {} is empty or holds characters a token cannot have",
+                path.display()
+            )
+        })
+    }
+
+    fn bearer(&self) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+        let mut v: tonic::metadata::MetadataValue<_> = format!("Bearer {}", self.0).parse().ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    }
+}
+
+impl std::fmt::Debug for AgentToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AgentToken([redacted])")
+    }
+}
+
+impl std::fmt::Display for AgentToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Refuses a coordinator URL the agent must not use: not `http(s)://`, or
+/// `http://` to anything but a loopback address (the token and the results
+/// would cross a network in plaintext).
+pub fn check_coordinator_url(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("--coordinator {url:?}: {e}"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err(format!(
+                    "--coordinator {url}: plaintext http:// is only allowed to a loopback address; use https:// (with --ca-file if the coordinator's certificate is not from a public CA)"
+                ))
+            }
+        }
+        other => Err(format!(
+            "--coordinator {url}: scheme {other}:// is not supported; use https://"
+        )),
+    }
 }
 
 /// What the session feeds to the rest of the agent.
@@ -75,6 +177,9 @@ enum Ended {
 enum SessionError {
     #[error("connect: {0}")]
     Connect(String),
+    /// The coordinator refused the token or the identity.
+    #[error("refused by the coordinator: {0}")]
+    Refused(String),
     #[error("protocol: {0}")]
     Protocol(String),
     #[error("stream: {0}")]
@@ -109,8 +214,16 @@ pub async fn run(
                     attempt = 0;
                 }
                 attempt = attempt.saturating_add(1);
-                let wait = backoff(attempt);
-                tracing::warn!(error = %e, retry_in = ?wait, "session with coordinator ended");
+                let wait = if let SessionError::Refused(_) = e {
+                    let wait = REFUSED_BACKOFF.max(backoff(attempt));
+                    tracing::error!(error = %e, agent = %id.name, region = %id.region, retry_in = ?wait,
+                        "THE COORDINATOR REFUSED THIS AGENT: check its token (--token-file or VANTAGE_AGENT_TOKEN), name and region against the coordinator's [[agent]] entry");
+                    wait
+                } else {
+                    let wait = backoff(attempt);
+                    tracing::warn!(error = %e, retry_in = ?wait, "session with coordinator ended");
+                    wait
+                };
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = stop.cancelled(), if !stop.is_cancelled() => {}
@@ -173,8 +286,21 @@ async fn session(
     stop: &CancellationToken,
     drain: Duration,
 ) -> Result<Ended, SessionError> {
-    let channel = Endpoint::from_shared(id.coordinator.clone())
-        .map_err(|e| SessionError::Connect(format!("invalid coordinator URL: {e}")))?
+    check_coordinator_url(&id.coordinator).map_err(SessionError::Connect)?;
+    let mut endpoint = Endpoint::from_shared(id.coordinator.clone())
+        .map_err(|e| SessionError::Connect(format!("invalid coordinator URL: {e}")))?;
+    if id.coordinator.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+        if let Some(path) = &id.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| SessionError::Connect(format!("--ca-file {}: {e}", path.display())))?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| SessionError::Connect(format!("TLS: {}", error_chain(&e))))?;
+    }
+    let channel = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
@@ -191,10 +317,22 @@ async fn session(
     // Invariant: the channel is new and empty.
     tx.try_send(hello(id, spool))
         .expect("fresh channel has room");
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(bearer) = id.token.as_ref().and_then(AgentToken::bearer) {
+        request.metadata_mut().insert("authorization", bearer);
+    }
     let mut inbound = client
-        .session(ReceiverStream::new(rx))
+        .session(request)
         .await
-        .map_err(|s| SessionError::Connect(format!("{}: {}", s.code(), s.message())))?
+        .map_err(|s| {
+            let text = format!("{:?}: {}", s.code(), s.message());
+            match s.code() {
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                    SessionError::Refused(text)
+                }
+                _ => SessionError::Connect(text),
+            }
+        })?
         .into_inner();
 
     let welcome = tokio::time::timeout(WELCOME_TIMEOUT, inbound.message())
@@ -314,6 +452,41 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plaintext_only_to_loopback() {
+        for ok in [
+            "https://coordinator.example:7070",
+            "https://10.0.0.1:7070",
+            "http://127.0.0.1:7070",
+            "http://[::1]:7070",
+            "http://localhost:7070",
+        ] {
+            assert!(check_coordinator_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://10.0.0.1:7070",
+            "http://coordinator.example:7070",
+            "ftp://x",
+        ] {
+            let e = check_coordinator_url(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+        assert!(check_coordinator_url("http://10.0.0.1:7070")
+            .unwrap_err()
+            .contains("only allowed to a loopback address"));
+    }
+
+    #[test]
+    fn token_is_never_shown() {
+        let t = AgentToken::new("s3cret-canary\n").unwrap();
+        assert_eq!(format!("{t}"), "[redacted]");
+        assert!(!format!("{t:?}").contains("canary"));
+        assert!(!format!("{:?}", Some(&t)).contains("canary"));
+        assert!(t.bearer().unwrap().is_sensitive());
+        assert!(AgentToken::new(" \n").is_none());
+        assert!(AgentToken::new("a b").is_none());
+    }
 
     #[test]
     fn backoff_is_jittered_and_capped() {

@@ -49,13 +49,22 @@ enum Command {
     },
     /// Make a new API token: prints the token (give it to its holder) and
     /// the `[[api.token]]` table with its SHA-256 (put it in the config).
+    /// With --agent, an agent token and its `[[agent]]` table instead.
     Token {
-        /// Who will hold it (shown in the coordinator's logs).
+        /// Who will hold it (shown in the coordinator's logs); with --agent,
+        /// the agent's name.
         #[arg(long)]
         name: String,
         /// viewer (read) or admin (read and change).
         #[arg(long, default_value = "viewer", value_parser = ["viewer", "admin"])]
         role: String,
+        /// A token for the agent called --name, printed with its
+        /// `[[agent]]` table.
+        #[arg(long)]
+        agent: bool,
+        /// With --agent: pin the agent to this region.
+        #[arg(long, requires = "agent")]
+        region: Option<String>,
     },
 }
 
@@ -70,9 +79,14 @@ enum LoadtestCommand {
         /// Comma-separated regions whose agents share the load.
         #[arg(long, value_delimiter = ',', required = true)]
         regions: Vec<String>,
-        /// The coordinator's HTTP API.
+        /// The coordinator's HTTP API: https://HOST:PORT, or http:// to a
+        /// loopback address only.
         #[arg(long, env = "VANTAGE_API", default_value = "http://127.0.0.1:7080")]
         api: String,
+        /// PEM file with extra trust anchors for an https:// API (besides
+        /// the Mozilla roots).
+        #[arg(long, env = "VANTAGE_CA_FILE", value_name = "PATH")]
+        ca_file: Option<PathBuf>,
         /// A file holding an admin API token (else the environment variable
         /// VANTAGE_API_TOKEN); never on the command line, where `ps` shows it.
         #[arg(long)]
@@ -98,20 +112,49 @@ pub fn execute(cli: Cli) -> ExitCode {
                     file,
                     regions,
                     api,
+                    ca_file,
                     token_file,
                     quiet,
                 },
         } => match api_token(token_file.as_deref()) {
-            Ok(token) => loadtest_run(&file, regions, &api, token.as_deref(), quiet),
+            Ok(token) => match ApiTarget::parse(&api, ca_file.as_deref()) {
+                Ok(target) => loadtest_run(&file, regions, &api, &target, token.as_deref(), quiet),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_LOAD_BAD_INPUT)
+                }
+            },
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(EXIT_LOAD_BAD_INPUT)
             }
         },
-        Command::Token { name, role } => {
-            if !vantage_proto::is_valid_name(&name) {
-                eprintln!("error: --name: use 1-64 characters from A-Z a-z 0-9 . _ -");
+        Command::Token {
+            name,
+            role,
+            agent,
+            region,
+        } => {
+            if !vantage_proto::is_valid_name(&name)
+                || region
+                    .as_deref()
+                    .is_some_and(|r| !vantage_proto::is_valid_name(r))
+            {
+                eprintln!("error: --name, --region: use 1-64 characters from A-Z a-z 0-9 . _ -");
                 return ExitCode::from(EXIT_ERROR);
+            }
+            if agent {
+                let token = vantage_coordinator::api::auth::generate();
+                let hex: String = vantage_coordinator::api::auth::digest(&token)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                println!("token (put it in the agent's --token-file; it is not stored anywhere):\n  {token}\n");
+                let pin = region
+                    .map(|r| format!("region = \"{r}\"\n"))
+                    .unwrap_or_default();
+                println!("config:\n[[agent]]\nname = \"{name}\"\n{pin}sha256 = \"{hex}\"");
+                return ExitCode::SUCCESS;
             }
             let token = vantage_coordinator::api::auth::generate();
             let hex: String = vantage_coordinator::api::auth::digest(&token)
@@ -230,10 +273,101 @@ fn api_token(file: Option<&std::path::Path>) -> Result<Option<String>, String> {
     source.read().map(|s| Some(s.expose().to_owned()))
 }
 
+/// Where the API is, and how to speak to it.
+struct ApiTarget {
+    /// HOST:PORT.
+    addr: String,
+    /// For https: the connector and the name the certificate must have.
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+}
+
+impl ApiTarget {
+    /// `--api` and `--ca-file`. Plain http:// only to loopback: the admin
+    /// token must never cross a network in the clear.
+    fn parse(api: &str, ca_file: Option<&std::path::Path>) -> Result<Self, String> {
+        let url = url::Url::parse(api).map_err(|e| format!("--api {api:?}: {e}"))?;
+        let host = url.host().ok_or_else(|| format!("--api {api}: no host"))?;
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| format!("--api {api}: no port"))?;
+        let host_text = match &host {
+            url::Host::Domain(d) => (*d).to_owned(),
+            url::Host::Ipv4(ip) => ip.to_string(),
+            url::Host::Ipv6(ip) => format!("[{ip}]"),
+        };
+        let addr = format!("{host_text}:{port}");
+        match url.scheme() {
+            "http" => {
+                let loopback = match host {
+                    url::Host::Ipv4(ip) => ip.is_loopback(),
+                    url::Host::Ipv6(ip) => ip.is_loopback(),
+                    url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+                };
+                if !loopback {
+                    return Err(format!("--api {api}: plaintext http:// is only allowed to a loopback address; use https:// (with --ca-file for a private CA)"));
+                }
+                Ok(ApiTarget { addr, tls: None })
+            }
+            "https" => {
+                let name = match host {
+                    url::Host::Ipv4(ip) => rustls_pki_types::ServerName::IpAddress(ip.into()),
+                    url::Host::Ipv6(ip) => rustls_pki_types::ServerName::IpAddress(ip.into()),
+                    url::Host::Domain(d) => rustls_pki_types::ServerName::try_from(d.to_owned())
+                        .map_err(|e| format!("--api {api}: {e}"))?,
+                };
+                Ok(ApiTarget {
+                    addr,
+                    tls: Some((tls_client(ca_file)?, name)),
+                })
+            }
+            other => Err(format!(
+                "--api {api}: scheme {other}:// is not supported; use https://"
+            )),
+        }
+    }
+}
+
+/// A TLS client with the Mozilla roots plus `ca_file`, HTTP/1.1 by ALPN.
+fn tls_client(ca_file: Option<&std::path::Path>) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        let err = |reason: String| format!("--ca-file {}: {reason}", path.display());
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| err(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| err(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(err("no PEM certificate in the file".into()));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| err(format!("not a usable CA certificate: {e}")))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS protocol versions: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
 fn loadtest_run(
     file: &std::path::Path,
     regions: Vec<String>,
     api: &str,
+    target: &ApiTarget,
     token: Option<&str>,
     quiet: bool,
 ) -> ExitCode {
@@ -243,13 +377,6 @@ fn loadtest_run(
             eprintln!("error: reading {}: {e}", file.display());
             return ExitCode::from(EXIT_LOAD_BAD_INPUT);
         }
-    };
-    let Some(addr) = api
-        .strip_prefix("http://")
-        .map(|rest| rest.trim_end_matches('/').to_owned())
-    else {
-        eprintln!("error: --api must be an http:// URL of the coordinator's API");
-        return ExitCode::from(EXIT_LOAD_BAD_INPUT);
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -264,7 +391,7 @@ fn loadtest_run(
     rt.block_on(async move {
         let body = serde_json::json!({ "file": text, "regions": regions }).to_string();
         let (status, created) =
-            match api_call(&addr, token, "POST", "/api/v1/loadtests", Some(&body)).await {
+            match api_call(target, token, "POST", "/api/v1/loadtests", Some(&body)).await {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: {api}: {e}");
@@ -291,7 +418,7 @@ fn loadtest_run(
         let mut failures = 0;
         let result = loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            match api_call(&addr, token, "GET", &path, None).await {
+            match api_call(target, token, "GET", &path, None).await {
                 Ok((200, v)) => {
                     failures = 0;
                     if !v["verdict"].is_null() {
@@ -335,10 +462,14 @@ fn loadtest_run(
     })
 }
 
+/// TCP or TLS to the API.
+trait ApiStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send> ApiStream for T {}
+
 /// One HTTP/1.1 request to the API (`Connection: close`); the status and the
 /// JSON body.
 async fn api_call(
-    addr: &str,
+    target: &ApiTarget,
     token: Option<&str>,
     method: &str,
     path: &str,
@@ -346,13 +477,26 @@ async fn api_call(
 ) -> Result<(u16, serde_json::Value), String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let io = |e: std::io::Error| e.to_string();
-    let mut s = tokio::time::timeout(
+    let addr = target.addr.as_str();
+    let tcp = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         tokio::net::TcpStream::connect(addr),
     )
     .await
     .map_err(|_| "connect timed out".to_owned())?
     .map_err(io)?;
+    let mut s: std::pin::Pin<Box<dyn ApiStream>> = match &target.tls {
+        None => Box::pin(tcp),
+        Some((connector, name)) => Box::pin(
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                connector.connect(name.clone(), tcp),
+            )
+            .await
+            .map_err(|_| "TLS handshake timed out".to_owned())?
+            .map_err(|e| format!("TLS: {e}"))?,
+        ),
+    };
     let body = body.unwrap_or("");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))

@@ -120,6 +120,9 @@ pub async fn run(
         coordinator: format!("http://{}", bound.grpc),
         name: "local-1".into(),
         region: "local".into(),
+        // The demo listens on loopback with open enrollment.
+        token: None,
+        ca_file: None,
     });
     agent_opts.spool_dir = Some(spool_dir);
     // The demo probes its own target on loopback, which the agent's egress

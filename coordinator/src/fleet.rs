@@ -7,9 +7,25 @@
 //! rendezvous hashing, so each region runs each check once and a disconnect moves
 //! only the leaving agent's checks.
 //!
+//! Before `Hello` is read, the session's token is checked
+//! ([`crate::agent_auth`]): a missing or unknown token ends it with
+//! `Unauthenticated`; a `Hello` naming another agent than the token's, or
+//! another region than the pinned one, with `PermissionDenied`. Either way
+//! nothing is stored and no session is registered. After that the session's
+//! identity is fixed: every later message is attributed to it.
+//!
+//! An agent's results are accepted only for checks that were assigned to it
+//! (now or earlier: the store keeps every (agent, check) pair ever assigned,
+//! so a backlog that outlived a reassignment or a coordinator restart still
+//! lands) and that run in its region. Windows of any other check are
+//! dropped, counted (`rejected_windows_total` in `/api/v1/agents`) and
+//! logged; the rest of the batch is stored and the batch acknowledged, so
+//! the agent does not resend it forever and its legitimate windows are
+//! never held back.
+//!
 //! Errors are mapped to `tonic::Status` once, in `From<FleetError> for Status`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +40,7 @@ use vantage_proto::v1::{
 };
 use vantage_proto::{histogram, is_valid_name};
 
+use crate::agent_auth::{AgentAuth, AgentAuthError};
 use crate::config::Config;
 use crate::now_ms;
 use crate::store::{IngestOutcome, Store, StoreError};
@@ -58,7 +75,10 @@ pub enum FleetError {
     /// A message broke the protocol or carried invalid data.
     #[error("invalid message: {0}")]
     Invalid(String),
-    /// The agent reported a check it may not report.
+    /// No valid agent token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The agent claimed an identity its token does not give it.
     #[error("{0}")]
     Forbidden(String),
     /// Storage failed; the batch was not acknowledged and will be resent.
@@ -70,6 +90,7 @@ impl From<FleetError> for Status {
     fn from(e: FleetError) -> Self {
         match e {
             FleetError::Handshake(m) | FleetError::Invalid(m) => Status::invalid_argument(m),
+            FleetError::Unauthenticated(m) => Status::unauthenticated(m),
             FleetError::Forbidden(m) => Status::permission_denied(m),
             // Storage internals stay in the coordinator's log.
             FleetError::Store(_) => Status::unavailable("storage unavailable, retry later"),
@@ -110,6 +131,10 @@ pub struct IngestCounts {
     /// Windows received under a new seq although already stored: never
     /// expected; a non-zero value is an agent bug (the newer copy is kept).
     pub rewritten_windows_total: u64,
+    /// Windows dropped because their check was never assigned to this agent
+    /// (or does not run in its region): a misconfigured or misbehaving
+    /// agent. Not stored; the rest of their batch was.
+    pub rejected_windows_total: u64,
 }
 
 struct Session {
@@ -146,6 +171,11 @@ pub struct Fleet {
     load_events: Mutex<Option<mpsc::Sender<LoadEvent>>>,
     /// Ingest counters by agent name.
     ingest_counts: Mutex<HashMap<String, IngestCounts>>,
+    /// Which agents may connect.
+    auth: AgentAuth,
+    /// Checks ever assigned to each agent that connected since start: read
+    /// from the store at `Hello`, grown by every assignment (and persisted).
+    assigned: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 /// Load-run reports queued for the manager.
@@ -196,6 +226,8 @@ impl Fleet {
     /// A fleet with no agents connected.
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Arc<Self> {
         Arc::new(Fleet {
+            auth: AgentAuth::new(config.agents.clone()),
+            assigned: Mutex::new(HashMap::new()),
             config,
             store,
             sessions: Mutex::new(HashMap::new()),
@@ -318,6 +350,34 @@ impl Fleet {
                 }
             }
         }
+        let mut newly: Vec<(String, Vec<String>)> = Vec::new();
+        {
+            let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, checks) in &owned {
+                let ever = assigned.entry(name.clone()).or_default();
+                let new: Vec<String> = checks
+                    .iter()
+                    .filter(|c| ever.insert(c.name.clone()))
+                    .map(|c| c.name.clone())
+                    .collect();
+                if !new.is_empty() {
+                    newly.push((name.clone(), new));
+                }
+            }
+        }
+        if !newly.is_empty() {
+            // Persisted off the runtime; the in-memory set above already
+            // admits the agent's results, and every ingest's flush makes
+            // this durable with them.
+            let store = Arc::clone(&self.store);
+            tokio::task::spawn_blocking(move || {
+                for (agent, checks) in newly {
+                    if let Err(e) = store.record_assigned(&agent, &checks) {
+                        tracing::error!(%agent, error = %e, "recording an assignment failed");
+                    }
+                }
+            });
+        }
         for (name, checks) in owned {
             let Some(s) = sessions.get_mut(&name) else {
                 continue;
@@ -364,8 +424,47 @@ impl Fleet {
             .collect())
     }
 
+    /// Whether `agent` (in `region`) may report `check`: assigned to it now
+    /// or before, and configured to run in that region.
+    fn may_report(&self, agent: &str, region: &str, check: &str) -> bool {
+        let runs_here = self
+            .config
+            .checks
+            .iter()
+            .any(|c| c.check.name == check && c.regions.iter().any(|r| r == region));
+        runs_here
+            && self
+                .assigned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(agent)
+                .is_some_and(|set| set.contains(check))
+    }
+
+    /// Drops the windows of `batch` that `agent` may not report; returns
+    /// how many, logging the first check's name.
+    fn drop_unassigned(&self, agent: &str, region: &str, batch: &mut v1::ResultBatch) -> usize {
+        let before = batch.windows.len();
+        let mut first = None;
+        batch.windows.retain(|w| {
+            let ok = self.may_report(agent, region, &w.check);
+            if !ok && first.is_none() {
+                first = Some(truncate(&w.check));
+            }
+            ok
+        });
+        let dropped = before - batch.windows.len();
+        if let Some(check) = first {
+            tracing::warn!(%agent, %region, seq = batch.seq, dropped, first_check = %check,
+                "rejected windows of checks not assigned to this agent; not stored");
+        }
+        dropped
+    }
+
     /// Checks a batch before anything is stored (RELIABILITY.md API1/API4).
-    fn validate_batch(&self, region: &str, batch: &v1::ResultBatch) -> Result<(), FleetError> {
+    /// Which checks the agent may report is decided after, by
+    /// [`Fleet::drop_unassigned`].
+    fn validate_batch(&self, batch: &v1::ResultBatch) -> Result<(), FleetError> {
         if batch.seq == 0 {
             return Err(FleetError::Invalid("seq must start at 1".into()));
         }
@@ -379,20 +478,6 @@ impl Fleet {
         let oldest = now - MAX_WINDOW_AGE.as_millis() as i64;
         let newest = now + MAX_WINDOW_SKEW.as_millis() as i64;
         for w in &batch.windows {
-            let check = self
-                .config
-                .checks
-                .iter()
-                .find(|c| c.check.name == w.check)
-                .ok_or_else(|| {
-                    FleetError::Forbidden(format!("unknown check {:?}", truncate(&w.check)))
-                })?;
-            if !check.regions.iter().any(|r| r == region) {
-                return Err(FleetError::Forbidden(format!(
-                    "check {:?} does not run in region {region:?}",
-                    w.check
-                )));
-            }
             let bad = |why: String| FleetError::Invalid(format!("window of {:?}: {why}", w.check));
             if w.start_unix_ms < oldest || w.start_unix_ms > newest {
                 return Err(bad(format!(
@@ -476,12 +561,20 @@ impl Fleet {
         mut batches: Vec<v1::ResultBatch>,
     ) -> (Option<u64>, Result<(), FleetError>) {
         let mut verdict = Ok(());
-        if let Some(bad) = batches
-            .iter()
-            .position(|b| self.validate_batch(region, b).is_err())
-        {
-            verdict = self.validate_batch(region, &batches[bad]);
+        if let Some(bad) = batches.iter().position(|b| self.validate_batch(b).is_err()) {
+            verdict = self.validate_batch(&batches[bad]);
             batches.truncate(bad);
+        }
+        let rejected: usize = batches
+            .iter_mut()
+            .map(|b| self.drop_unassigned(agent, region, b))
+            .sum();
+        if rejected > 0 {
+            let mut counts = self.ingest_counts.lock().unwrap_or_else(|p| p.into_inner());
+            counts
+                .entry(agent.to_owned())
+                .or_default()
+                .rejected_windows_total += rejected as u64;
         }
         let Some(last) = batches.last().map(|b| b.seq) else {
             return (None, verdict);
@@ -678,6 +771,15 @@ fn assigned_check(check: &vantage_proto::spec::Check, region: &str) -> v1::Check
     wire
 }
 
+impl From<AgentAuthError> for FleetError {
+    fn from(e: AgentAuthError) -> Self {
+        match e {
+            AgentAuthError::Unauthenticated => FleetError::Unauthenticated(e.to_string()),
+            AgentAuthError::Forbidden(m) => FleetError::Forbidden(m),
+        }
+    }
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(70).collect()
 }
@@ -706,6 +808,16 @@ impl v1::fleet_server::Fleet for FleetService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        // The token first: without a valid one, not even Hello is read.
+        let entry = self
+            .fleet
+            .auth
+            .authenticate(request.metadata())
+            .map_err(|e| {
+                tracing::warn!(peer = ?request.remote_addr(), "agent session refused: no valid token");
+                FleetError::from(e)
+            })?
+            .cloned();
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -718,15 +830,30 @@ impl v1::fleet_server::Fleet for FleetService {
             }
         };
         let capabilities = Fleet::validate_hello(&hello)?;
+        if let Err(e) = AgentAuth::authorize(entry.as_ref(), &hello.agent, &hello.region) {
+            tracing::warn!(token_of = entry.as_ref().map_or("", |e| e.name.as_str()),
+                hello_agent = %hello.agent, hello_region = %hello.region, error = %e,
+                "agent session refused: identity does not match the token");
+            return Err(FleetError::from(e).into());
+        }
         let fleet = Arc::clone(&self.fleet);
-        let last_stored_seq = {
+        let (last_stored_seq, ever_assigned) = {
             let store = Arc::clone(&fleet.store);
             let agent = hello.agent.clone();
-            tokio::task::spawn_blocking(move || store.last_seq(&agent))
-                .await
-                .map_err(|_| Status::internal("internal error"))?
-                .map_err(FleetError::from)?
+            tokio::task::spawn_blocking(move || {
+                Ok::<_, StoreError>((store.last_seq(&agent)?, store.assigned_checks(&agent)?))
+            })
+            .await
+            .map_err(|_| Status::internal("internal error"))?
+            .map_err(FleetError::from)?
         };
+        fleet
+            .assigned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(hello.agent.clone())
+            .or_default()
+            .extend(ever_assigned);
         let (tx, rx) = mpsc::channel(SESSION_OUTBOUND_CAPACITY);
         let welcome = CoordinatorMessage {
             msg: Some(coordinator_message::Msg::Welcome(v1::Welcome {

@@ -10,6 +10,8 @@
 //! - [`secret`]: secrets read from the environment or files, never shown.
 //! - [`api`]: the HTTP API.
 //! - [`demo`]: coordinator, local agent and demo target in one process.
+//! - [`tls`]: `[server.tls]` for both listeners.
+//! - [`agent_auth`]: per-agent tokens (`[[agent]]`).
 #![warn(missing_docs)]
 
 use std::future::Future;
@@ -22,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+pub mod agent_auth;
 pub mod alert;
 pub mod api;
 pub mod config;
@@ -36,6 +39,7 @@ pub mod metrics;
 pub mod ownership;
 pub mod secret;
 pub mod store;
+pub mod tls;
 
 use crate::alert::store::AlertStore;
 use crate::config::Config;
@@ -117,6 +121,10 @@ pub async fn run(
     let audit: Arc<dyn api::audit::AuditLog> = sled.clone();
     let alerts: Arc<dyn AlertStore> = sled;
     let channels = alert::build_channels(&config.channels)?;
+    let tls = match &config.server.tls {
+        Some(files) => Some(tls::load(files)?),
+        None => None,
+    };
 
     let grpc_listener = TcpListener::bind(config.server.grpc_listen)
         .await
@@ -152,8 +160,14 @@ pub async fn run(
     ))
     .max_decoding_message_size(vantage_proto::MAX_MESSAGE_BYTES)
     .max_encoding_message_size(vantage_proto::MAX_MESSAGE_BYTES);
+    let mut grpc_server = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        grpc_server = grpc_server
+            .tls_config(tls.grpc())
+            .context("server.tls: configuring gRPC TLS")?;
+    }
     let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
+        grpc_server
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
@@ -173,17 +187,25 @@ pub async fn run(
         auth: api::auth::Auth::new(config.api.tokens.clone()),
         audit,
     });
-    let http = tokio::spawn(async move {
-        axum::serve(
-            http_listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { http_token.cancelled().await })
-        .await
-    });
+    let http = match tls {
+        Some(tls) => tokio::spawn(async move {
+            tls::serve_https(http_listener, tls, app, http_token).await;
+            Ok(())
+        }),
+        // Plaintext: only on loopback (the config refuses anything else).
+        None => tokio::spawn(async move {
+            axum::serve(
+                http_listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { http_token.cancelled().await })
+            .await
+        }),
+    };
 
     on_bound(bound);
-    tracing::info!(grpc = %bound.grpc, http = %bound.http, checks = config.checks.len(), "coordinator running");
+    tracing::info!(grpc = %bound.grpc, http = %bound.http, checks = config.checks.len(),
+        tls = config.server.tls.is_some(), agents = config.agents.len(), "coordinator running");
 
     shutdown.await;
     tracing::info!("shutting down");

@@ -128,6 +128,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Every check ever assigned to `agent` (kept across restarts), so a
+    /// backlog the agent still holds for a check that has since moved to
+    /// another agent is accepted.
+    fn assigned_checks(&self, agent: &str)
+        -> Result<std::collections::HashSet<String>, StoreError>;
+
+    /// Records that `checks` were assigned to `agent`. Made durable by the
+    /// next flush (every ingest flushes).
+    fn record_assigned(&self, agent: &str, checks: &[String]) -> Result<(), StoreError>;
 }
 
 /// sled-backed [`Store`].
@@ -135,6 +145,8 @@ pub struct SledStore {
     db: sled::Db,
     windows: sled::Tree,
     batches: sled::Tree,
+    /// `agent \0 check` for every check ever assigned to the agent.
+    assigned: sled::Tree,
 }
 
 impl SledStore {
@@ -168,6 +180,7 @@ impl SledStore {
         Ok(SledStore {
             windows: db.open_tree("windows")?,
             batches: db.open_tree("batches")?,
+            assigned: db.open_tree("assigned")?,
             db,
         })
     }
@@ -227,6 +240,14 @@ fn batch_key(agent: &str, seq: u64) -> Vec<u8> {
 /// Maps signed milliseconds onto u64 so that byte order is time order.
 pub(crate) fn ordered_ms(ms: i64) -> [u8; 8] {
     ((ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// Key prefix of `agent`'s entries in the `assigned` tree (names never
+/// contain NUL).
+fn assigned_prefix(agent: &str) -> Vec<u8> {
+    let mut k = agent.as_bytes().to_vec();
+    k.push(0);
+    k
 }
 
 fn window_prefix(check: &str) -> Vec<u8> {
@@ -311,6 +332,30 @@ impl Store for SledStore {
         // the previous coordinator process died.
         self.db.flush()?;
         Ok(outcomes)
+    }
+
+    fn assigned_checks(
+        &self,
+        agent: &str,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let prefix = assigned_prefix(agent);
+        let mut out = std::collections::HashSet::new();
+        for key in self.assigned.scan_prefix(&prefix).keys() {
+            let key = key?;
+            out.insert(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    fn record_assigned(&self, agent: &str, checks: &[String]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for check in checks {
+            let mut key = assigned_prefix(agent);
+            key.extend_from_slice(check.as_bytes());
+            batch.insert(key, &[][..]);
+        }
+        self.assigned.apply_batch(batch)?;
+        Ok(())
     }
 
     fn last_seq(&self, agent: &str) -> Result<u64, StoreError> {

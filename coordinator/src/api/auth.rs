@@ -86,7 +86,7 @@ pub fn digest(token: &str) -> [u8; 32] {
 }
 
 /// Equal in time independent of where the inputs differ.
-fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+pub(crate) fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -14,6 +14,16 @@
 //! window = "10s"                    # default 10s; one result window (1s to 5m)
 //! cache_capacity_mb = 64            # default 64; sled page cache in MiB (1 to 4096)
 //!
+//! [server.tls]                      # optional; required unless both listeners are loopback
+//! cert_file = "coordinator.crt"     # PEM chain, leaf first; relative to the config file
+//! key_file = "coordinator.key"      # PEM private key (PKCS#8, PKCS#1 or SEC1)
+//!
+//! [[agent]]                         # optional; required unless grpc_listen is loopback
+//! name = "eu-1"                     # required, unique; the name the agent says in Hello
+//! region = "eu"                     # optional: the only region this agent may claim
+//! sha256 = "64 hex digits"          # SHA-256 of its token, or an array of two (rotation)
+//! token = { env = "VAR" }           # or the token itself from { env } / { file }, hashed
+//!
 //! [[check]]
 //! name = "homepage"                 # required, unique; 1-64 of A-Z a-z 0-9 . _ -
 //! kind = "http"                     # required: http | tcp | tls
@@ -128,6 +138,9 @@ pub struct Config {
     pub load: LoadConfig,
     /// The `[api]` table: who may call the HTTP API.
     pub api: ApiConfig,
+    /// The `[[agent]]` tables: which agents may connect, and with what
+    /// token. Empty means open enrollment (only allowed on loopback).
+    pub agents: Vec<crate::agent_auth::AgentEntry>,
 }
 
 /// The `[api]` table.
@@ -188,6 +201,21 @@ pub struct ServerConfig {
     pub window: Duration,
     /// `cache_capacity_mb` × 1 MiB: sled's page cache, in bytes. Default 64 MiB.
     pub cache_capacity_bytes: u64,
+    /// `[server.tls]`: serve gRPC and HTTP over TLS with this certificate.
+    /// Default none: plaintext, which is only accepted when both listeners
+    /// are loopback addresses.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The `[server.tls]` table: PEM files, already joined to the config file's
+/// directory when relative. Read when the coordinator starts
+/// ([`crate::tls::load`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `cert_file`: the certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// `key_file`: the leaf's private key.
+    pub key_file: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -200,6 +228,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             window: DEFAULT_WINDOW,
             cache_capacity_bytes: DEFAULT_CACHE_CAPACITY_MB * MIB,
+            tls: None,
         }
     }
 }
@@ -270,7 +299,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigErrors> {
     let mut root = TableReader::new(doc.get_ref(), 0..0, String::new());
     read_version(&mut cx, &mut root);
     let base_dir = origin.parent().unwrap_or(Path::new(""));
-    let server = read_server(&mut cx, &mut root, base_dir);
+    let (server, grpc_span) = read_server(&mut cx, &mut root, base_dir);
     let alerting = alerting::read_alerting(&mut cx, &mut root, server.window);
     let (channels, channel_names) = alerting::read_channels(&mut cx, &mut root, base_dir);
     let checks = check::read_checks(&mut cx, &mut root, &channel_names);
@@ -278,6 +307,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigErrors> {
     let maintenance = alerting::read_maintenance(&mut cx, &mut root, &names);
     let load = read_load(&mut cx, &mut root);
     let api = read_api(&mut cx, &mut root, base_dir);
+    let agents = read_agents(&mut cx, &mut root, base_dir, &server, grpc_span);
     root.finish(&mut cx);
 
     let errors = cx.into_errors();
@@ -291,6 +321,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigErrors> {
             maintenance,
             load,
             api,
+            agents,
         })
     } else {
         Err(ConfigErrors(errors))
@@ -315,16 +346,22 @@ fn read_version(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>) {
     });
 }
 
-fn read_server(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>, base_dir: &Path) -> ServerConfig {
+/// The `[server]` table, and where its `grpc_listen` key is (for errors
+/// about agents, which depend on it).
+fn read_server(
+    cx: &mut Ctx<'_>,
+    root: &mut TableReader<'_, '_>,
+    base_dir: &Path,
+) -> (ServerConfig, Option<Span>) {
     let mut server = ServerConfig {
         data_dir: base_dir.join(DEFAULT_DATA_DIR),
         ..ServerConfig::default()
     };
     let Some(field) = root.field("server") else {
-        return server;
+        return (server, None);
     };
     let Ok(mut r) = field.table(cx, "a table ([server])") else {
-        return server;
+        return (server, None);
     };
     let grpc = r.optional(cx, "grpc_listen", listen_addr);
     let http = r.optional(cx, "http_listen", listen_addr);
@@ -384,8 +421,173 @@ fn read_server(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>, base_dir: &Path
     }) {
         server.cache_capacity_bytes = mb * MIB;
     }
+    let has_tls = r.key_span("tls").is_some();
+    server.tls = read_tls(cx, &mut r, base_dir);
+    // A broken [server.tls] has its own errors; do not pile these on.
+    if !has_tls {
+        // Plaintext only on loopback: tokens and results must never cross
+        // a network in the clear.
+        for (key, addr, ok) in [
+            ("grpc_listen", server.grpc_listen, grpc),
+            ("http_listen", server.http_listen, http),
+        ] {
+            if ok.is_ok() && !addr.ip().is_loopback() {
+                let at = r.key_span(key).unwrap_or_else(|| r.header().clone());
+                cx.error(
+                    &at,
+                    &r.key_path(key),
+                    format!(
+                        "{addr} is not a loopback address, and plaintext is only allowed on loopback: add [server.tls] with cert_file and key_file (see README, \"TLS\"), or listen on 127.0.0.1"
+                    ),
+                );
+            }
+        }
+    }
+    let grpc_span = r.key_span("grpc_listen");
     r.finish(cx);
-    server
+    (server, grpc_span)
+}
+
+/// A byte range of the config text.
+type Span = std::ops::Range<usize>;
+
+/// `[server.tls]`: both files, or an error.
+fn read_tls(
+    cx: &mut Ctx<'_>,
+    server: &mut TableReader<'_, '_>,
+    base_dir: &Path,
+) -> Option<TlsFiles> {
+    let field = server.field("tls")?;
+    let mut r = field.table(cx, "a table ([server.tls])").ok()?;
+    let path = |cx: &mut Ctx<'_>, f: &Field<'_, '_>| {
+        let s = reader::string(cx, f)?;
+        if s.is_empty() {
+            return Err(f.error(cx, "must not be empty: give the path of a PEM file"));
+        }
+        Ok(base_dir.join(s))
+    };
+    let cert_file = r.required(cx, "cert_file", path);
+    let key_file = r.required(cx, "key_file", path);
+    r.finish(cx);
+    Some(TlsFiles {
+        cert_file: cert_file.ok()?,
+        key_file: key_file.ok()?,
+    })
+}
+
+/// The `[[agent]]` tables. With none, any agent may connect (open
+/// enrollment), which is only accepted when `grpc_listen` is loopback.
+fn read_agents(
+    cx: &mut Ctx<'_>,
+    root: &mut TableReader<'_, '_>,
+    base_dir: &Path,
+    server: &ServerConfig,
+    grpc_span: Option<Span>,
+) -> Vec<crate::agent_auth::AgentEntry> {
+    use crate::agent_auth::{AgentEntry, MAX_TOKENS_PER_AGENT};
+    let field = root.field("agent");
+    let elements = match &field {
+        Some(f) => f
+            .array(cx, "an array of tables ([[agent]])")
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    if elements.is_empty() && !server.grpc_listen.ip().is_loopback() {
+        let at = grpc_span.unwrap_or(0..0);
+        cx.error(
+            &at,
+            "server.grpc_listen",
+            format!(
+                "{} is not a loopback address, so agents must authenticate: add an [[agent]] table with name and sha256 for each agent (see README, \"Agent authentication\")",
+                server.grpc_listen
+            ),
+        );
+    }
+    let mut names = std::collections::HashMap::new();
+    let mut tokens: std::collections::HashMap<[u8; 32], usize> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for (i, element) in elements.iter().enumerate() {
+        let Ok(mut t) = element.table(cx, "a table ([[agent]])") else {
+            continue;
+        };
+        let name = t.required(cx, "name", |cx, f| {
+            unique_name(cx, f, ("agent", i), &mut names)
+        });
+        let region = t.optional(cx, "region", |cx, f| {
+            let s = reader::string(cx, f)?;
+            if vantage_proto::is_valid_name(&s) {
+                Ok(s)
+            } else {
+                Err(f.error(
+                    cx,
+                    format!(
+                        "{s:?} is not a valid region: use 1-64 characters from A-Z a-z 0-9 . _ -"
+                    ),
+                ))
+            }
+        });
+        let hashed = t.optional(cx, "sha256", |cx, f| {
+            const HOW: &str = "expected 64 hex digits, or an array of up to two during a rotation: the SHA-256 of the agent's token (vantage-coordinator token --agent prints one)";
+            let one = |cx: &mut Ctx<'_>, f: &Field<'_, '_>| {
+                let s = reader::string(cx, f)?;
+                parse_sha256(&s).ok_or_else(|| f.error(cx, HOW))
+            };
+            if let toml::de::DeValue::Array(_) = f.value.get_ref() {
+                let items = f.array(cx, HOW)?;
+                if items.is_empty() || items.len() > MAX_TOKENS_PER_AGENT {
+                    return Err(f.error(cx, HOW));
+                }
+                let digests: Vec<_> = items.iter().map(|item| one(cx, item)).collect();
+                digests.into_iter().collect::<Result<Vec<_>, _>>()
+            } else {
+                Ok(vec![one(cx, f)?])
+            }
+        });
+        let secret = t.optional(cx, "token", |cx, f| alerting::secret(cx, f, base_dir));
+        let digests = match (hashed, secret) {
+            (Ok(hashes), Ok(token)) => {
+                let mut d = hashes.unwrap_or_default();
+                d.extend(token.map(|s| crate::api::auth::digest(s.expose())));
+                if d.is_empty() || d.len() > MAX_TOKENS_PER_AGENT {
+                    let at = t.header().clone();
+                    cx.error(
+                        &at,
+                        &t.key_path("sha256"),
+                        "give one or two tokens in all: sha256 = \"HEX\" (or [\"HEX\", \"HEX\"] during a rotation) and/or token = { env = \"NAME\" } / { file = \"path\" }",
+                    );
+                    None
+                } else {
+                    Some(d)
+                }
+            }
+            _ => None,
+        };
+        let header = t.header().clone();
+        let path = t.key_path("sha256");
+        t.finish(cx);
+        if let Some(d) = &digests {
+            // A token decides who the agent is: one token, one agent.
+            if let Some(other) = d.iter().find_map(|x| tokens.get(x).filter(|j| **j != i)) {
+                cx.error(
+                    &header,
+                    &path,
+                    format!("agent[{other}] has the same token: give each agent its own"),
+                );
+                continue;
+            }
+            for x in d {
+                tokens.insert(*x, i);
+            }
+        }
+        if let (Ok(name), Ok(region), Some(sha256)) = (name, region, digests) {
+            out.push(AgentEntry {
+                name,
+                region,
+                sha256,
+            });
+        }
+    }
+    out
 }
 
 fn read_load(cx: &mut Ctx<'_>, root: &mut TableReader<'_, '_>) -> LoadConfig {

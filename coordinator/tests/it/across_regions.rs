@@ -90,8 +90,16 @@ async fn regions_on_a_real_network_survive_delay_loss_and_a_five_minute_cut() {
     let config = write_config(
         dir.path(),
         &format!(
-            "version = 1\n\n[server]\ngrpc_listen = \"{}:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nwindow = \"1s\"\n\n{check_toml}",
-            cut_ns.host_ip()
+            "version = 1\n\n[server]\ngrpc_listen = \"{}:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nwindow = \"1s\"\n{}\n{check_toml}{}",
+            cut_ns.host_ip(),
+            // Off loopback: TLS and agent tokens are required.
+            tls_toml(dir.path(), &[cut_ns.host_ip().parse().unwrap()]),
+            agents_toml(&[
+                ("agent-ap", "ap"),
+                ("agent-sa", "sa"),
+                ("agent-us", "us"),
+                ("agent-eu", "eu"),
+            ]),
         ),
     );
     agent_bin();

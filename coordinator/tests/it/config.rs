@@ -129,6 +129,7 @@ fn minimal_config_gets_every_default() {
         data_dir: fixture_dir("ok").join("vantage-data"),
         window: Duration::from_secs(10),
         cache_capacity_bytes: 64 * 1024 * 1024,
+        tls: None,
     };
     assert_eq!(cfg.server, want);
     assert_eq!(
@@ -167,6 +168,23 @@ fn full_config_keeps_every_value() {
     assert_eq!(s.data_dir, fixture_dir("ok").join("state/sled"));
     assert_eq!(s.window, Duration::from_secs(90));
     assert_eq!(s.cache_capacity_bytes, 128 * 1024 * 1024);
+    assert_eq!(
+        s.tls,
+        Some(config::TlsFiles {
+            cert_file: fixture_dir("ok").join("tls/coordinator.crt"),
+            key_file: fixture_dir("ok").join("tls/coordinator.key"),
+        })
+    );
+    let agents: Vec<_> = cfg
+        .agents
+        .iter()
+        .map(|a| (a.name.as_str(), a.region.as_deref(), a.sha256.len()))
+        .collect();
+    assert_eq!(agents, [("eu-1", Some("eu"), 2), ("us-1", None, 1)]);
+    assert_eq!(
+        cfg.agents[0].sha256[1],
+        vantage_coordinator::api::auth::digest("next-token")
+    );
 
     let names: Vec<_> = cfg.checks.iter().map(|c| c.check.name.as_str()).collect();
     assert_eq!(names, ["api", "fast", "db", "cert"]);

@@ -200,7 +200,7 @@ grpc_listen = "{host}:{grpc}"
 http_listen = "127.0.0.1:0"
 data_dir = "data"
 window = "1s"
-
+{tls}{agents}
 [load]
 max_rate = 100
 max_vus = 5
@@ -208,6 +208,9 @@ max_vus = 5
 {checks}"#,
             host = ns.host_ip(),
             grpc = free_port(),
+            // Off loopback: TLS and an agent token are required.
+            tls = tls_toml(dir.path(), &[ns.host_ip().parse().unwrap()]),
+            agents = agents_toml(&[("agent-egress", "eu")]),
         ),
     );
     agent_bin();

@@ -140,11 +140,19 @@ max_vus = 50
 async fn loadtest_run(f: &Fleet, file: &str) -> Output {
     let path = f.dir.path().join("run.toml");
     std::fs::write(&path, file).unwrap();
-    let api = format!("http://{}", f.http);
+    let tls = is_tls(f.http);
+    let api = format!("{}://{}", if tls { "https" } else { "http" }, f.http);
     tokio::task::spawn_blocking(move || {
-        Command::new(coordinator_bin())
-            .args(["loadtest", "run"])
-            .arg(&path)
+        let mut cmd = Command::new(coordinator_bin());
+        if tls {
+            cmd.arg("loadtest")
+                .arg("run")
+                .arg("--ca-file")
+                .arg(&test_ca().ca_file);
+        } else {
+            cmd.args(["loadtest", "run"]);
+        }
+        cmd.arg(&path)
             .args(["--regions", "eu,us", "--api", &api, "--quiet"])
             .env("VANTAGE_API_TOKEN", TEST_ADMIN_TOKEN)
             .output()
@@ -357,4 +365,37 @@ async fn refused_runs_say_why_and_send_nothing() {
     assert_eq!(list["loadtests"].as_array().unwrap().len(), 0);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(target.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadtest_run_speaks_https_with_a_ca_file_and_refuses_plaintext_off_loopback() {
+    let out = Command::new(coordinator_bin())
+        .args(["loadtest", "run", "/nonexistent.toml", "--regions", "eu"])
+        .args(["--api", "http://10.1.2.3:7080"])
+        .env("VANTAGE_API_TOKEN", TEST_ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("only allowed to a loopback address"),
+        "{stderr}"
+    );
+
+    let target = Target::start().await;
+    let certs = tempfile::tempdir().unwrap();
+    let f = fleet(&tls_toml_abs(certs.path(), &[])).await;
+    let file = format!(
+        "[[scenario]]\nname = \"api\"\nexecutor = \"constant-arrival-rate\"\nrate = 20\nduration = \"2s\"\npreAllocatedVUs = 5\n\n[[scenario.request]]\nurl = \"http://{}/\"\n",
+        target.addr
+    );
+    let out = loadtest_run(&f, &file).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("http_reqs"), "{stdout}");
 }

@@ -23,3 +23,4 @@ mod slack_receiver;
 mod smtp;
 mod spool;
 mod support;
+mod tls;

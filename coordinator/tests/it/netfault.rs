@@ -42,8 +42,11 @@ grpc_listen = "{host}:{grpc_port}"
 http_listen = "127.0.0.1:0"
 data_dir = "data"
 window = "1s"
-"#,
+{tls}{agents}"#,
             host = ns.host_ip(),
+            // Off loopback: TLS and an agent token are required.
+            tls = tls_toml(dir.path(), &[ns.host_ip().parse().unwrap()]),
+            agents = agents_toml(&[("agent-ns", "eu")]),
         ),
     );
     agent_bin();

@@ -13,6 +13,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -119,6 +120,9 @@ pub fn start_coordinator_with(
         None => Stdio::inherit(),
     };
     let level = if log.is_some() { "trace" } else { "info" };
+    if std::fs::read_to_string(config).is_ok_and(|t| t.contains("[server.tls]")) {
+        TLS_APIS.lock().unwrap().insert(config.to_path_buf());
+    }
     let mut child = Command::new(coordinator_bin())
         .args(["run", "--config"])
         .arg(config)
@@ -152,6 +156,10 @@ pub fn start_coordinator_with(
     let (grpc, http) = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("coordinator did not report its addresses within 30 s");
+    if TLS_APIS.lock().unwrap().contains(config) {
+        TLS_ADDRS.lock().unwrap().insert(http);
+        TLS_ADDRS.lock().unwrap().insert(grpc);
+    }
     (proc, grpc, http)
 }
 
@@ -221,8 +229,19 @@ pub fn agent_command_in(
         }
         None => Command::new(agent_bin()),
     };
-    cmd.args(["run", "--coordinator"])
-        .arg(format!("http://{grpc}"))
+    cmd.arg("run");
+    if !is_tls(grpc) {
+        cmd.arg("--coordinator").arg(format!("http://{grpc}"));
+    } else {
+        // Off loopback the agent only speaks TLS; the coordinator's
+        // certificate comes from the test CA (see `tls_toml`).
+        cmd.arg("--coordinator")
+            .arg(format!("https://{grpc}"))
+            .arg("--ca-file")
+            .arg(test_ca().ca_file.as_path());
+    }
+    // Ignored by coordinators with open enrollment; `agents_toml` lists it.
+    cmd.env("VANTAGE_AGENT_TOKEN", agent_token(name))
         .args(["--region", region, "--name", name])
         .arg("--spool-dir")
         .arg(spool)
@@ -335,6 +354,131 @@ pub fn assert_every_seq_accounted_for(
     (numbered, pending.len())
 }
 
+/// The token every agent started by [`agent_command_in`] presents.
+pub fn agent_token(name: &str) -> String {
+    format!("test-agent-token-{name}")
+}
+
+/// Lowercase hex SHA-256 of `token`, as `sha256` keys take it.
+pub fn sha256_hex(token: &str) -> String {
+    vantage_coordinator::api::auth::digest(token)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `[[agent]]` tables for `(name, region)` pairs, each pinned to its region,
+/// with the hash of [`agent_token`].
+pub fn agents_toml(agents: &[(&str, &str)]) -> String {
+    agents
+        .iter()
+        .map(|(name, region)| {
+            format!(
+                "\n[[agent]]\nname = \"{name}\"\nregion = \"{region}\"\nsha256 = \"{}\"\n",
+                sha256_hex(&agent_token(name))
+            )
+        })
+        .collect()
+}
+
+/// The process-wide test CA: its PEM written to `ca_file`, and the issuer
+/// that signs coordinator certificates.
+pub struct TestCa {
+    pub ca_file: PathBuf,
+    pub ca_pem: String,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn test_ca() -> &'static TestCa {
+    static CA: OnceLock<TestCa> = OnceLock::new();
+    CA.get_or_init(|| {
+        let now = time::OffsetDateTime::now_utc();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Vantage Test Coordinator CA");
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(30);
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, issuer.pem()).unwrap();
+        TestCa {
+            ca_file,
+            ca_pem: issuer.pem(),
+            issuer,
+            _dir: dir,
+        }
+    })
+}
+
+/// Writes a coordinator certificate for 127.0.0.1, `localhost` and `ips`
+/// (signed by [`test_ca`]) as `coordinator.crt` / `coordinator.key` in
+/// `dir`, and returns the `[server.tls]` table that uses them.
+pub fn tls_toml(dir: &Path, ips: &[std::net::IpAddr]) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    leaf.subject_alt_names
+        .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+    for ip in ips {
+        leaf.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    leaf.distinguished_name
+        .push(DnType::CommonName, "vantage-coordinator");
+    leaf.not_before = now - time::Duration::days(1);
+    leaf.not_after = now + time::Duration::days(10);
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &test_ca().issuer).unwrap();
+    std::fs::write(dir.join("coordinator.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("coordinator.key"), key.serialize_pem()).unwrap();
+    "\n[server.tls]\ncert_file = \"coordinator.crt\"\nkey_file = \"coordinator.key\"\n".into()
+}
+
+/// [`tls_toml`] with absolute paths, for a config written elsewhere.
+pub fn tls_toml_abs(dir: &Path, ips: &[std::net::IpAddr]) -> String {
+    tls_toml(dir, ips)
+        .replace(
+            "\"coordinator.crt\"",
+            &format!("{:?}", dir.join("coordinator.crt")),
+        )
+        .replace(
+            "\"coordinator.key\"",
+            &format!("{:?}", dir.join("coordinator.key")),
+        )
+}
+
+/// Config files started by [`start_coordinator_with`] that have
+/// `[server.tls]`, and the addresses they got: [`http_exchange`] and
+/// [`agent_command_in`] speak TLS to those.
+static TLS_APIS: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+static TLS_ADDRS: std::sync::Mutex<std::collections::BTreeSet<SocketAddr>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Whether `addr` is a listener of a coordinator started with
+/// `[server.tls]`, or off loopback (where only TLS is allowed).
+pub fn is_tls(addr: SocketAddr) -> bool {
+    !addr.ip().is_loopback() || TLS_ADDRS.lock().unwrap().contains(&addr)
+}
+
+/// A TLS client trusting only [`test_ca`].
+pub fn test_tls_connector() -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(test_ca().ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
 /// The admin API token every config written by [`write_config`] accepts.
 pub const TEST_ADMIN_TOKEN: &str = "vantage-test-admin-token-0123456789";
 
@@ -366,7 +510,7 @@ pub async fn http_exchange(
     token: Option<&str>,
     from: Option<std::net::Ipv4Addr>,
 ) -> (u16, String, String) {
-    let mut s = match from {
+    let tcp = match from {
         // Another loopback address (127.0.0.0/8 is all local): a client
         // the API counts separately.
         Some(ip) => {
@@ -375,6 +519,17 @@ pub async fn http_exchange(
             socket.connect(addr).await.expect("connect to API")
         }
         None => TcpStream::connect(addr).await.expect("connect to API"),
+    };
+    let mut s: Box<dyn Io> = if is_tls(addr) {
+        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+        Box::new(
+            test_tls_connector()
+                .connect(name, tcp)
+                .await
+                .expect("TLS handshake with the API"),
+        )
+    } else {
+        Box::new(tcp)
     };
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -400,6 +555,10 @@ pub async fn http_exchange(
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     (status, head.to_owned(), body.to_owned())
 }
+
+/// A byte stream: TCP, or TLS over it.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 pub async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
     let (status, body) = http_get(addr, path).await;
