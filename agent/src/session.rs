@@ -424,6 +424,7 @@ async fn session(
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_millis() as i64)
                         .unwrap_or(0),
+                    spool_pending_batches: spool.len() as u64,
                 })) };
                 // A full channel already proves liveness; skip this beat.
                 let _ = tx.try_send(beat);

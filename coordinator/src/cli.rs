@@ -42,6 +42,24 @@ enum Command {
         /// Path of the TOML config.
         file: PathBuf,
     },
+    /// The fleet and its checks, like `kubectl get`: the agents, then each
+    /// check's state (up, degraded, down, late) and latency per region.
+    Status {
+        /// The coordinator's HTTP API: https://HOST:PORT, or http:// to a
+        /// loopback address only.
+        #[arg(long, env = "VANTAGE_API", default_value = "http://127.0.0.1:7080")]
+        api: String,
+        /// PEM file with extra trust anchors for an https:// API.
+        #[arg(long, env = "VANTAGE_CA_FILE", value_name = "PATH")]
+        ca_file: Option<PathBuf>,
+        /// A file holding an API token (else VANTAGE_API_TOKEN); viewer
+        /// suffices.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// The summary window, e.g. 5m or 1h (at most 24h).
+        #[arg(long, default_value = "5m")]
+        window: String,
+    },
     /// Distributed load runs through a running coordinator.
     Loadtest {
         #[command(subcommand)]
@@ -106,6 +124,23 @@ const EXIT_LOAD_ERROR: u8 = 1;
 
 pub fn execute(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Status {
+            api,
+            ca_file,
+            token_file,
+            window,
+        } => {
+            let target = api_token(token_file.as_deref()).and_then(|token| {
+                ApiTarget::parse(&api, ca_file.as_deref()).map(|target| (token, target))
+            });
+            match target {
+                Ok((token, target)) => status(&api, &target, token.as_deref(), &window),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_ERROR)
+                }
+            }
+        }
         Command::Loadtest {
             command:
                 LoadtestCommand::Run {
@@ -459,6 +494,47 @@ fn loadtest_run(
             Some("thresholds_failed") => ExitCode::from(EXIT_THRESHOLDS_FAILED),
             _ => ExitCode::from(EXIT_LOAD_ERROR),
         }
+    })
+}
+
+/// `vantage-coordinator status`.
+fn status(api: &str, target: &ApiTarget, token: Option<&str>, window: &str) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    rt.block_on(async move {
+        let window: String = url::form_urlencoded::byte_serialize(window.as_bytes()).collect();
+        let mut bodies = Vec::new();
+        for path in [
+            "/api/v1/agents".to_owned(),
+            format!("/api/v1/checks?window={window}"),
+        ] {
+            match api_call(target, token, "GET", &path, None).await {
+                Ok((200, v)) => bodies.push(v),
+                Ok((status, v)) => {
+                    let msg = v["error"].as_str().unwrap_or("no reason given");
+                    eprintln!("error: GET {path}: {status}: {msg}");
+                    return ExitCode::from(EXIT_ERROR);
+                }
+                Err(e) => {
+                    eprintln!("error: {api}: {e}");
+                    return ExitCode::from(EXIT_ERROR);
+                }
+            }
+        }
+        let now = vantage_coordinator::now_ms();
+        print!(
+            "{}",
+            vantage_coordinator::status::render(&bodies[0], &bodies[1], now)
+        );
+        ExitCode::SUCCESS
     })
 }
 

@@ -116,6 +116,9 @@ pub struct AgentInfo {
     /// Windows the agent's spool dropped because it was full (its gap), as
     /// last reported.
     pub spool_dropped_windows_total: u64,
+    /// Batches in the agent's spool waiting for an ack, as of its last
+    /// heartbeat (its backlog).
+    pub spool_pending_batches: u64,
     /// What ingest saw from this agent since the coordinator started.
     #[serde(flatten)]
     pub ingest: IngestCounts,
@@ -176,6 +179,10 @@ pub struct Fleet {
     /// Checks ever assigned to each agent that connected since start: read
     /// from the store at `Hello`, grown by every assignment (and persisted).
     assigned: Mutex<HashMap<String, HashSet<String>>>,
+    /// `/metrics`: the latest window per check and region, and counters.
+    probe_metrics: crate::metrics::ProbeMetrics,
+    /// `/metrics`: the coordinator's own health.
+    health: Arc<crate::metrics::Health>,
 }
 
 /// Load-run reports queued for the manager.
@@ -237,7 +244,28 @@ impl Fleet {
             ingested: tokio::sync::Notify::new(),
             load_events: Mutex::new(None),
             ingest_counts: Mutex::new(HashMap::new()),
+            probe_metrics: crate::metrics::ProbeMetrics::default(),
+            health: Arc::default(),
         })
+    }
+
+    /// The coordinator's own health figures, for `/metrics`.
+    pub fn health(&self) -> &Arc<crate::metrics::Health> {
+        &self.health
+    }
+
+    /// Records the backlog an agent's heartbeat reported.
+    fn note_backlog(&self, agent: &str, session_id: u64, pending: u64) {
+        if let Some(s) = self.lock().get_mut(agent) {
+            if s.id == session_id {
+                s.info.spool_pending_batches = pending;
+            }
+        }
+    }
+
+    /// The probe metrics of stored windows, for `/metrics`.
+    pub fn probe_metrics(&self) -> &crate::metrics::ProbeMetrics {
+        &self.probe_metrics
     }
 
     /// Agents' load-run reports from now on (one receiver: a new call
@@ -587,12 +615,13 @@ impl Fleet {
                 .iter()
                 .map(|b| (b.seq, b.windows.as_slice()))
                 .collect();
-            store.ingest_batches(&agent_o, &region_o, &group)
+            let result = store.ingest_batches(&agent_o, &region_o, &group);
+            (result, batches)
         })
         .await;
-        let outcomes = match stored {
-            Ok(Ok(outcomes)) => outcomes,
-            Ok(Err(e)) => return (None, Err(FleetError::Store(e))),
+        let (outcomes, batches) = match stored {
+            Ok((Ok(outcomes), batches)) => (outcomes, batches),
+            Ok((Err(e), _)) => return (None, Err(FleetError::Store(e))),
             Err(e) => {
                 return (
                     None,
@@ -602,7 +631,12 @@ impl Fleet {
         };
         let mut counts = self.ingest_counts.lock().unwrap_or_else(|p| p.into_inner());
         let counts = counts.entry(agent.to_owned()).or_default();
-        for (seq, outcome) in seqs.into_iter().zip(outcomes) {
+        for ((seq, outcome), batch) in seqs.into_iter().zip(outcomes).zip(&batches) {
+            if matches!(outcome, IngestOutcome::Stored { .. }) {
+                for w in &batch.windows {
+                    self.probe_metrics.observe(region, w);
+                }
+            }
             match outcome {
                 IngestOutcome::Duplicate => {
                     counts.duplicate_batches_total += 1;
@@ -694,7 +728,9 @@ impl Fleet {
                             return end;
                         }
                     }
-                    Some(agent_message::Msg::Heartbeat(_)) => {}
+                    Some(agent_message::Msg::Heartbeat(beat)) => {
+                        self.note_backlog(&agent, session_id, beat.spool_pending_batches);
+                    }
                     Some(agent_message::Msg::LoadProgress(progress)) => {
                         self.load_event(LoadEvent::Progress {
                             agent: agent.clone(),
@@ -880,6 +916,7 @@ impl v1::fleet_server::Fleet for FleetService {
                     last_seen_unix_ms: now,
                     checks: Vec::new(),
                     spool_dropped_windows_total: hello.spool_dropped_windows_total,
+                    spool_pending_batches: 0,
                     ingest: IngestCounts::default(),
                 },
                 capabilities,

@@ -38,6 +38,7 @@ pub mod loadtest;
 pub mod metrics;
 pub mod ownership;
 pub mod secret;
+pub mod status;
 pub mod store;
 pub mod tls;
 

@@ -23,6 +23,7 @@
 //! (Prometheus handles the reset); the gauges appear once a window arrived.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
@@ -287,6 +288,102 @@ impl ProbeMetrics {
 
 fn refs<'a>(l: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     l.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The coordinator's own health: evaluations and alert deliveries.
+#[derive(Default)]
+pub struct Health {
+    evaluations: AtomicU64,
+    evaluation_failures: AtomicU64,
+    /// Duration of the latest evaluation, µs.
+    last_evaluation_us: AtomicU64,
+    /// Delivery attempts by (channel, outcome).
+    deliveries: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl Health {
+    /// One alert evaluation that took `took` and failed or not.
+    pub fn evaluated(&self, took: std::time::Duration, ok: bool) {
+        self.evaluations.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.evaluation_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.last_evaluation_us.store(us, Ordering::Relaxed);
+    }
+
+    /// One delivery attempt on `channel`: `accepted`, `retry`, `ambiguous`
+    /// or `permanent`.
+    pub fn delivered(&self, channel: &str, outcome: &'static str) {
+        let mut d = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
+        *d.entry((channel.to_owned(), outcome)).or_default() += 1;
+    }
+
+    /// Writes the health families.
+    pub fn write(&self, e: &mut Exposition) {
+        e.family(
+            "vantage_evaluation_duration_seconds",
+            Kind::Gauge,
+            "Duration of the latest alert evaluation.",
+        );
+        e.sample(
+            "vantage_evaluation_duration_seconds",
+            &[],
+            self.last_evaluation_us.load(Ordering::Relaxed) as f64 / 1e6,
+        );
+        e.family(
+            "vantage_evaluations_total",
+            Kind::Counter,
+            "Alert evaluations since the coordinator started.",
+        );
+        e.sample(
+            "vantage_evaluations_total",
+            &[],
+            self.evaluations.load(Ordering::Relaxed) as f64,
+        );
+        e.family(
+            "vantage_evaluation_failures_total",
+            Kind::Counter,
+            "Alert evaluations that failed (store errors) since the coordinator started.",
+        );
+        e.sample(
+            "vantage_evaluation_failures_total",
+            &[],
+            self.evaluation_failures.load(Ordering::Relaxed) as f64,
+        );
+        let d = self.deliveries.lock().unwrap_or_else(|p| p.into_inner());
+        e.family(
+            "vantage_alert_deliveries_total",
+            Kind::Counter,
+            "Notification delivery attempts by channel and outcome (accepted, retry, ambiguous, permanent).",
+        );
+        for ((channel, outcome), n) in d.iter() {
+            e.sample(
+                "vantage_alert_deliveries_total",
+                &[("channel", channel), ("outcome", outcome)],
+                *n as f64,
+            );
+        }
+        e.family(
+            "vantage_alert_delivery_failures_total",
+            Kind::Counter,
+            "Notification delivery attempts that did not succeed, by channel.",
+        );
+        let mut failures: BTreeMap<&str, u64> = BTreeMap::new();
+        for ((channel, outcome), n) in d.iter() {
+            let f = failures.entry(channel).or_default();
+            if *outcome != "accepted" {
+                *f += n;
+            }
+        }
+        for (channel, n) in failures {
+            e.sample(
+                "vantage_alert_delivery_failures_total",
+                &[("channel", channel)],
+                n as f64,
+            );
+        }
+    }
 }
 
 #[cfg(test)]

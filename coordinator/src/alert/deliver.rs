@@ -58,6 +58,8 @@ pub struct Worker {
     pub others: Vec<(String, Arc<Notify>)>,
     /// Longest time one send may take before the worker stops waiting.
     pub send_timeout: Duration,
+    /// Where delivery outcomes are counted (`/metrics`).
+    pub health: Arc<crate::metrics::Health>,
 }
 
 impl Worker {
@@ -142,6 +144,13 @@ impl Worker {
             reason: "the send did not finish in time".into(),
         });
         let id = entry.notification.id.clone();
+        let kind = match &outcome {
+            Delivery::Accepted => "accepted",
+            Delivery::Retry { .. } => "retry",
+            Delivery::Ambiguous { .. } => "ambiguous",
+            Delivery::Permanent { .. } => "permanent",
+        };
+        self.health.delivered(&name, kind);
         match outcome {
             Delivery::Accepted => {
                 tracing::info!(channel = %name, notification = %id, attempts = entry.attempts, "notification delivered");

@@ -97,6 +97,7 @@ impl Engine {
                 }
             }
             let engine = Arc::clone(&self);
+            let started = std::time::Instant::now();
             let evaluation = tokio::task::spawn_blocking(move || engine.evaluate(now_ms()));
             // Shutdown does not wait for an evaluation in progress (it can
             // take seconds on a large fleet); what it has not written is
@@ -105,6 +106,8 @@ impl Engine {
                 r = evaluation => r,
                 _ = stop.cancelled() => return,
             };
+            let ok = matches!(result, Ok(Ok(_)));
+            self.fleet.health().evaluated(started.elapsed(), ok);
             match result {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {

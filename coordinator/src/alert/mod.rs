@@ -318,6 +318,7 @@ pub fn start(
                 .map(|(n, w)| (n.clone(), Arc::clone(w)))
                 .collect(),
             channel,
+            health: Arc::clone(fleet.health()),
         };
         tasks.push(tokio::spawn(worker.run(stop.clone())));
     }

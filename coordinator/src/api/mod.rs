@@ -10,6 +10,7 @@
 //! | `POST /api/v1/silences`, `DELETE /api/v1/silences/{id}` | silences |
 //! | `GET/POST /api/v1/loadtests`, `GET /api/v1/loadtests/{id}` | load runs |
 //! | `GET /api/v1/audit` | who changed what ([`audit`]; admin) |
+//! | `GET /metrics` | Prometheus text format ([`crate::metrics`]) |
 //!
 //! `?window=5m` (default 5 m, at most 24 h) selects the sliding window.
 //!
@@ -99,6 +100,7 @@ fn table() -> Vec<Route> {
             get(loadtests::get_one),
         ),
         route(Method::GET, "/api/v1/audit", get(audit::list)),
+        route(Method::GET, "/metrics", get(metrics)),
     ]
 }
 
@@ -129,6 +131,111 @@ pub fn router(state: ApiState) -> Router {
         // Outermost, so it covers every route above, any added later and the
         // 404 fallback (unknown paths are not revealed without a token).
         .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
+}
+
+/// `GET /metrics`: probe results in blackbox_exporter's names, the agents
+/// and the coordinator's own health (Prometheus text format 0.0.4).
+async fn metrics(State(st): State<ApiState>) -> Result<Response, ApiError> {
+    use crate::alert::store::EntryState;
+    use crate::exposition::{Exposition, Kind};
+
+    let alerts = Arc::clone(&st.alerts);
+    let outbox = tokio::task::spawn_blocking(move || alerts.outbox())
+        .await
+        .map_err(|e| ApiError::internal("metrics task", e))?
+        .map_err(|e| ApiError::internal("reading the outbox", e))?;
+    let mut e = Exposition::new();
+    st.fleet.probe_metrics().write(&mut e);
+
+    let agents = st.fleet.agents();
+    e.family(
+        "vantage_agents_connected",
+        Kind::Gauge,
+        "Agents with an open session.",
+    );
+    e.sample("vantage_agents_connected", &[], agents.len() as f64);
+    type AgentValue = fn(&AgentInfo) -> f64;
+    let per_agent: [(&str, Kind, &str, AgentValue); 5] = [
+        (
+            "vantage_agent_last_seen_timestamp_seconds",
+            Kind::Gauge,
+            "When the agent's last message arrived, unix seconds.",
+            |a| a.last_seen_unix_ms as f64 / 1000.0,
+        ),
+        (
+            "vantage_agent_spool_backlog_batches",
+            Kind::Gauge,
+            "Batches in the agent's spool waiting for an ack, as of its last heartbeat.",
+            |a| a.spool_pending_batches as f64,
+        ),
+        (
+            "vantage_agent_spool_dropped_windows_total",
+            Kind::Counter,
+            "Windows the agent's full spool dropped (a gap in its results).",
+            |a| a.spool_dropped_windows_total as f64,
+        ),
+        (
+            "vantage_agent_rejected_windows_total",
+            Kind::Counter,
+            "Windows refused because their check was not assigned to the agent.",
+            |a| a.ingest.rejected_windows_total as f64,
+        ),
+        (
+            "vantage_agent_duplicate_batches_total",
+            Kind::Counter,
+            "Batches received again after they were stored (acknowledged again).",
+            |a| a.ingest.duplicate_batches_total as f64,
+        ),
+    ];
+    for (name, kind, help, value) in per_agent {
+        e.family(name, kind, help);
+        for a in &agents {
+            e.sample(name, &[("agent", &a.name), ("region", &a.region)], value(a));
+        }
+    }
+    e.family(
+        "vantage_agent_info",
+        Kind::Gauge,
+        "Connected agents and their versions, 1.",
+    );
+    for a in &agents {
+        let labels = [
+            ("agent", a.name.as_str()),
+            ("region", a.region.as_str()),
+            ("version", a.version.as_str()),
+        ];
+        e.sample("vantage_agent_info", &labels, 1.0);
+    }
+
+    e.family(
+        "vantage_outbox_entries",
+        Kind::Gauge,
+        "Notifications in the outbox by channel and state (queued, sending, failed).",
+    );
+    let mut depth: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
+    for entry in &outbox {
+        let state = match entry.state {
+            EntryState::Queued => "queued",
+            EntryState::Sending => "sending",
+            EntryState::Failed => "failed",
+        };
+        *depth.entry((entry.channel.as_str(), state)).or_default() += 1;
+    }
+    for ((channel, state), n) in depth {
+        e.sample(
+            "vantage_outbox_entries",
+            &[("channel", channel), ("state", state)],
+            n as f64,
+        );
+    }
+    st.fleet.health().write(&mut e);
+
+    let mut response = e.finish().into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(crate::exposition::CONTENT_TYPE),
+    );
+    Ok(response)
 }
 
 /// An API error: a status and a message safe to show (no internals).

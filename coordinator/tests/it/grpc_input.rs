@@ -172,6 +172,7 @@ async fn hostile_input_is_rejected_and_valid_batches_are_acked_once() {
     let beat = AgentMessage {
         msg: Some(agent_message::Msg::Heartbeat(v1::Heartbeat {
             sent_unix_ms: 1,
+            spool_pending_batches: 0,
         })),
     };
     let err = open(grpc, beat).await.err().unwrap();

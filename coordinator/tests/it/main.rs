@@ -16,6 +16,7 @@ mod fuzz_corpus;
 mod grpc_input;
 mod honesty;
 mod loadtests;
+mod metrics;
 mod netfault;
 mod netns;
 mod ownership;

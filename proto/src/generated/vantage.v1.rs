@@ -68,6 +68,9 @@ pub struct Hello {
 pub struct Heartbeat {
     #[prost(int64, tag = "1")]
     pub sent_unix_ms: i64,
+    /// Batches in the agent's spool waiting for an ack (its backlog).
+    #[prost(uint64, tag = "2")]
+    pub spool_pending_batches: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
