@@ -71,6 +71,12 @@ pub struct TlsSummary {
 /// One region's (or all regions') view of a check.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RegionSummary {
+    /// `up`, `degraded`, `down`, `late` or `no data` (set by the API for
+    /// its window and the check's interval: [`crate::status::state_of`]).
+    pub state: &'static str,
+    /// Whether every attempt of the newest window succeeded (`null`
+    /// without attempts).
+    pub last_window_ok: Option<bool>,
     /// Region name, or `all` for the merge of every region.
     pub region: String,
     /// Agents whose windows are included.
@@ -165,6 +171,8 @@ pub struct Merged {
     last_end: Option<i64>,
     // (window start, failures in a row) of the newest window.
     streak: Option<(i64, u32)>,
+    // (window start, every attempt succeeded) of the newest window.
+    newest_ok: Option<(i64, bool)>,
 }
 
 impl Merged {
@@ -244,6 +252,7 @@ impl Merged {
         }
         if w.attempts > 0 {
             keep_newest(&mut self.streak, start, &w.consecutive_failures);
+            keep_newest(&mut self.newest_ok, start, &(w.successes >= w.attempts));
         }
         let end = start + i64::from(w.duration_ms);
         self.last_end = Some(self.last_end.map_or(end, |e| e.max(end)));
@@ -261,6 +270,8 @@ impl Merged {
             })
             .collect();
         RegionSummary {
+            state: "no data",
+            last_window_ok: self.newest_ok.map(|(_, ok)| ok),
             region,
             agents: self.agents,
             windows: self.windows,

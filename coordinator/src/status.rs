@@ -2,11 +2,12 @@
 //! like `kubectl get`, from the API's JSON (`/api/v1/agents`,
 //! `/api/v1/checks`).
 //!
-//! A check's state per region, from the summary of the window asked for
-//! (default 5 minutes):
+//! A check's state per region ([`state_of`], served by the API as `state`),
+//! from the summary of the window asked for (default 5 minutes):
 //! - `up`: every attempt succeeded;
-//! - `degraded`: some attempts failed;
-//! - `down`: every attempt failed;
+//! - `degraded`: some attempts failed, but not the newest window's;
+//! - `down`: the newest window's attempts all failed (so a target going
+//!   down shows within one window, not after the whole summary window);
 //! - `late`: no window arrived for three intervals (or 30 s, whichever is
 //!   longer): the agent is gone or overloaded, so the figures are stale;
 //! - `no data`: nothing yet.
@@ -15,21 +16,23 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-/// A region's state, as the table shows it.
-pub fn region_state(summary: &Value, interval_s: f64, now_ms: i64) -> &'static str {
-    let attempts = summary["attempts"].as_u64().unwrap_or(0);
-    if attempts == 0 {
+use crate::eval::RegionSummary;
+
+/// A region's state for a summary of a check run every `interval_s`.
+pub fn state_of(s: &RegionSummary, interval_s: f64, now_ms: i64) -> &'static str {
+    if s.attempts == 0 {
         return "no data";
     }
     let stale_after_ms = (interval_s * 3.0).max(30.0) * 1000.0;
-    if let Some(end) = summary["last_window_end_unix_ms"].as_i64() {
+    if let Some(end) = s.last_window_end_unix_ms {
         if (now_ms - end) as f64 > stale_after_ms {
             return "late";
         }
     }
-    match summary["successes"].as_u64().unwrap_or(0) {
-        s if s == attempts => "up",
-        0 => "down",
+    match (s.last_window_ok, s.successes) {
+        // The newest results failed: down now, whatever came before.
+        (Some(false), _) | (_, 0) => "down",
+        (_, n) if n >= s.attempts => "up",
         _ => "degraded",
     }
 }
@@ -139,7 +142,6 @@ pub fn render(agents: &Value, checks: &Value, now_ms: i64) -> String {
     ]];
     let checks = checks["checks"].as_array().cloned().unwrap_or_default();
     for c in &checks {
-        let interval = c["interval_s"].as_f64().unwrap_or(30.0);
         let regions = c["regions"].as_array().cloned().unwrap_or_default();
         let configured = c["regions_configured"]
             .as_array()
@@ -168,7 +170,7 @@ pub fn render(agents: &Value, checks: &Value, now_ms: i64) -> String {
                 clean(c["name"].as_str().unwrap_or("?")),
                 clean(c["kind"].as_str().unwrap_or("?")),
                 clean(&region),
-                region_state(&s, interval, now_ms).into(),
+                s["state"].as_str().map_or("no data".into(), clean),
                 s["availability"]
                     .as_f64()
                     .map_or("-".into(), |a| format!("{a:.2}%")),
@@ -202,16 +204,28 @@ mod tests {
     #[test]
     fn states_follow_the_attempts_and_the_age() {
         let s = |attempts: u64, successes: u64, age_s: i64| {
-            json!({ "attempts": attempts, "successes": successes,
-                    "last_window_end_unix_ms": NOW - age_s * 1000 })
+            // The merged summary of no windows, then filled in.
+            let mut r = crate::eval::summarize(&[]).1;
+            r.attempts = attempts;
+            r.successes = successes;
+            r.last_window_ok = Some(successes > 0);
+            r.last_window_end_unix_ms = Some(NOW - age_s * 1000);
+            r
         };
-        assert_eq!(region_state(&s(10, 10, 1), 10.0, NOW), "up");
-        assert_eq!(region_state(&s(10, 7, 1), 10.0, NOW), "degraded");
-        assert_eq!(region_state(&s(10, 0, 1), 10.0, NOW), "down");
-        assert_eq!(region_state(&s(10, 10, 31), 10.0, NOW), "late");
-        assert_eq!(region_state(&s(10, 10, 31), 60.0, NOW), "up");
-        assert_eq!(region_state(&s(0, 0, 1), 10.0, NOW), "no data");
-        assert_eq!(region_state(&Value::Null, 10.0, NOW), "no data");
+        assert_eq!(state_of(&s(10, 10, 1), 10.0, NOW), "up");
+        assert_eq!(state_of(&s(10, 7, 1), 10.0, NOW), "degraded");
+        assert_eq!(state_of(&s(10, 0, 1), 10.0, NOW), "down");
+        assert_eq!(state_of(&s(10, 10, 31), 10.0, NOW), "late");
+        assert_eq!(state_of(&s(10, 10, 31), 60.0, NOW), "up");
+        assert_eq!(state_of(&s(0, 0, 1), 10.0, NOW), "no data");
+        // Failures earlier in the window, the newest window fine: degraded;
+        // the newest window failed after a good window: down.
+        let mut recovered = s(10, 7, 1);
+        recovered.last_window_ok = Some(true);
+        assert_eq!(state_of(&recovered, 10.0, NOW), "degraded");
+        let mut failing = s(10, 9, 1);
+        failing.last_window_ok = Some(false);
+        assert_eq!(state_of(&failing, 10.0, NOW), "down");
     }
 
     #[test]
@@ -224,7 +238,7 @@ mod tests {
         let checks = json!({ "checks": [{
             "name": "site", "kind": "http", "interval_s": 10.0,
             "regions_configured": ["eu", "us"],
-            "regions": [{ "region": "eu", "attempts": 30, "successes": 29,
+            "regions": [{ "region": "eu", "state": "degraded", "attempts": 30, "successes": 29,
                 "availability": 96.666, "last_window_end_unix_ms": NOW - 3000,
                 "latency_ms": { "p50": 12.3, "p95": 45.0, "p99": 180.2 },
                 "tls": { "days_left": 42 }, "last_error": "status: 503\u{1b}[2J" }],

@@ -133,14 +133,22 @@ impl Auth {
         })
     }
 
-    /// The token matching `header` (`Bearer TOKEN`), compared against every
-    /// configured digest so the time taken does not depend on which matched.
-    fn lookup(&self, header: Option<&HeaderValue>) -> Option<&ApiToken> {
-        let presented = header?.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+    /// The token matching `header`, compared against every configured
+    /// digest so the time taken does not depend on which matched. `Bearer
+    /// TOKEN` always; `Basic` (any user name, the token as the password)
+    /// only when `basic` is allowed: browsers send Basic credentials by
+    /// themselves, also on cross-site requests, so they may only read.
+    fn lookup(&self, header: Option<&HeaderValue>, basic: bool) -> Option<&ApiToken> {
+        let value = header?.to_str().ok()?;
+        let presented = match value.strip_prefix("Bearer ") {
+            Some(token) => token.trim().to_owned(),
+            None if basic => basic_password(value)?,
+            None => return None,
+        };
         if presented.is_empty() {
             return None;
         }
-        let d = digest(presented);
+        let d = digest(&presented);
         let mut found = None;
         for t in &self.tokens {
             if ct_eq(&t.sha256, &d) {
@@ -155,10 +163,10 @@ impl Auth {
         &self,
         peer: IpAddr,
         header: Option<&HeaderValue>,
-        role: Role,
+        (role, basic): (Role, bool),
         now: Instant,
     ) -> Result<&ApiToken, Refusal> {
-        match self.lookup(header) {
+        match self.lookup(header, basic) {
             Some(t) if t.role >= role => Ok(t),
             Some(_) => Err(Refusal::Forbidden(role)),
             None => Err(self.fail(client_key(peer), now)),
@@ -197,6 +205,24 @@ impl Auth {
             Refusal::Limited(wait.ceil().max(1.0) as u64)
         }
     }
+}
+
+/// The password of a `Basic` credential (`Basic base64(user:password)`).
+fn basic_password(value: &str) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = value.strip_prefix("Basic ")?.trim();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    Some(password.to_owned())
+}
+
+/// Paths of the dashboard: a browser asked for them directly, so a 401
+/// there also offers `Basic`, which makes the browser ask for the token.
+fn is_dashboard(path: &str) -> bool {
+    path == "/" || path.starts_with("/assets/")
 }
 
 /// The address failures are counted under: IPv4 as is, IPv6 by its /64
@@ -248,10 +274,11 @@ pub async fn guard(
             let Some(role) = needed(req.method(), req.uri().path()) else {
                 return next.run(req).await;
             };
+            let read_only = req.method() == Method::GET || req.method() == Method::HEAD;
             match auth.decide(
                 peer.ip(),
                 req.headers().get(header::AUTHORIZATION),
-                role,
+                (role, read_only),
                 Instant::now(),
             ) {
                 Ok(token) => {
@@ -265,11 +292,22 @@ pub async fn guard(
                 }
                 Err(Refusal::Unauthorized) => {
                     tracing::info!(peer = %peer.ip(), "refused: no valid token");
-                    refusal(
+                    let mut r = refusal(
                         StatusCode::UNAUTHORIZED,
                         "a valid API token is required: Authorization: Bearer TOKEN".into(),
                         Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))),
-                    )
+                    );
+                    if read_only && is_dashboard(req.uri().path()) {
+                        // The browser then asks for a user name (anything)
+                        // and the API token as the password.
+                        r.headers_mut().append(
+                            header::WWW_AUTHENTICATE,
+                            HeaderValue::from_static(
+                                "Basic realm=\"Vantage dashboard\", charset=\"UTF-8\"",
+                            ),
+                        );
+                    }
+                    r
                 }
                 Err(Refusal::Forbidden(role)) => refusal(
                     StatusCode::FORBIDDEN,
@@ -347,6 +385,45 @@ mod tests {
         }
     }
 
+    /// A browser's Basic credentials (the token as the password) open reads
+    /// only: browsers attach them by themselves, also to cross-site requests.
+    #[test]
+    fn basic_credentials_only_read() {
+        use base64::Engine as _;
+        let a = auth();
+        let ip: IpAddr = [10, 0, 0, 2].into();
+        let now = Instant::now();
+        let basic = |user_pass: &str| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(user_pass);
+            HeaderValue::from_str(&format!("Basic {b64}")).unwrap()
+        };
+        let good = basic("anyone:admin-token");
+        assert_eq!(
+            a.decide(ip, Some(&good), (Role::Viewer, true), now)
+                .unwrap()
+                .name,
+            "ops"
+        );
+        assert_eq!(
+            a.decide(ip, Some(&good), (Role::Admin, false), now)
+                .unwrap_err(),
+            Refusal::Unauthorized
+        );
+        for bad in ["anyone:admin-token-", "admin-token", ":", "x:"] {
+            let h = basic(bad);
+            assert_eq!(
+                a.decide(ip, Some(&h), (Role::Viewer, true), now)
+                    .unwrap_err(),
+                Refusal::Unauthorized,
+                "{bad}"
+            );
+        }
+        let garbage = HeaderValue::from_static("Basic !!!not-base64");
+        assert!(a
+            .decide(ip, Some(&garbage), (Role::Viewer, true), now)
+            .is_err());
+    }
+
     #[test]
     fn tokens_match_by_digest_and_roles_are_enforced() {
         let a = auth();
@@ -355,15 +432,20 @@ mod tests {
         let admin = bearer("admin-token");
         let viewer = bearer("viewer-token");
         assert_eq!(
-            a.decide(ip, Some(&admin), Role::Admin, now).unwrap().name,
+            a.decide(ip, Some(&admin), (Role::Admin, false), now)
+                .unwrap()
+                .name,
             "ops"
         );
         assert_eq!(
-            a.decide(ip, Some(&viewer), Role::Viewer, now).unwrap().name,
+            a.decide(ip, Some(&viewer), (Role::Viewer, false), now)
+                .unwrap()
+                .name,
             "grafana"
         );
         assert_eq!(
-            a.decide(ip, Some(&viewer), Role::Admin, now).unwrap_err(),
+            a.decide(ip, Some(&viewer), (Role::Admin, false), now)
+                .unwrap_err(),
             Refusal::Forbidden(Role::Admin)
         );
         for bad in [
@@ -374,7 +456,8 @@ mod tests {
             Some(HeaderValue::from_static("Bearer ")),
         ] {
             assert_eq!(
-                a.decide(ip, bad.as_ref(), Role::Viewer, now).unwrap_err(),
+                a.decide(ip, bad.as_ref(), (Role::Viewer, false), now)
+                    .unwrap_err(),
                 Refusal::Unauthorized,
                 "{bad:?}"
             );
@@ -391,14 +474,14 @@ mod tests {
         // A fresh address has the full burst.
         for i in 0..FAILURE_BURST {
             assert_eq!(
-                a.decide(attacker, Some(&wrong), Role::Viewer, t0)
+                a.decide(attacker, Some(&wrong), (Role::Viewer, false), t0)
                     .unwrap_err(),
                 Refusal::Unauthorized,
                 "attempt {i}"
             );
         }
         let Refusal::Limited(retry) = a
-            .decide(attacker, Some(&wrong), Role::Viewer, t0)
+            .decide(attacker, Some(&wrong), (Role::Viewer, false), t0)
             .unwrap_err()
         else {
             panic!("expected 429 after the burst")
@@ -406,22 +489,28 @@ mod tests {
         assert!((1..=FAILURE_REFILL.as_secs()).contains(&retry), "{retry}");
         // A valid token from the same address still works.
         assert!(a
-            .decide(attacker, Some(&bearer("admin-token")), Role::Admin, t0)
+            .decide(
+                attacker,
+                Some(&bearer("admin-token")),
+                (Role::Admin, false),
+                t0
+            )
             .is_ok());
         // Another address is not affected.
         assert_eq!(
-            a.decide(other, Some(&wrong), Role::Viewer, t0).unwrap_err(),
+            a.decide(other, Some(&wrong), (Role::Viewer, false), t0)
+                .unwrap_err(),
             Refusal::Unauthorized
         );
         // One refill later, one more attempt.
         let later = t0 + FAILURE_REFILL;
         assert_eq!(
-            a.decide(attacker, Some(&wrong), Role::Viewer, later)
+            a.decide(attacker, Some(&wrong), (Role::Viewer, false), later)
                 .unwrap_err(),
             Refusal::Unauthorized
         );
         assert!(matches!(
-            a.decide(attacker, Some(&wrong), Role::Viewer, later)
+            a.decide(attacker, Some(&wrong), (Role::Viewer, false), later)
                 .unwrap_err(),
             Refusal::Limited(_)
         ));

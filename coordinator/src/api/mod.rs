@@ -366,6 +366,11 @@ fn view(
         .windows_since(&c.check.name, since)
         .map_err(|e| ApiError::internal("reading windows", e))?;
     let (mut regions, mut all) = eval::summarize(&windows);
+    let now = crate::now_ms();
+    let interval_s = c.check.interval.as_secs_f64();
+    for r in regions.iter_mut().chain(std::iter::once(&mut all)) {
+        r.state = crate::status::state_of(r, interval_s, now);
+    }
     if !with_phases {
         for r in regions.iter_mut().chain(std::iter::once(&mut all)) {
             r.phases_ms.clear();
