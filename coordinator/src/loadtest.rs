@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use vantage_agent::load::file::{self, LoadPlan};
 use vantage_agent::load::metrics::Stats;
 use vantage_agent::load::output::{self, ThresholdResult};
-use vantage_agent::load::remote;
 use vantage_agent::load::safety::AllowedHosts;
+use vantage_agent::load::{remote, report};
 use vantage_agent::load::{threshold, Verdict};
 use vantage_proto::histogram;
 use vantage_proto::v1::{self, coordinator_message, CoordinatorMessage};
@@ -55,6 +55,11 @@ pub trait LoadRunStore: Send + Sync + 'static {
     fn load_run(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Ids of stored runs, oldest first.
     fn load_run_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// Stores what the HTML report of run `id` needs beyond its result
+    /// (per-second series, merged stats; see [`StoredReport`]).
+    fn put_load_report(&self, id: &str, report: &[u8]) -> Result<(), StoreError>;
+    /// The stored report data of run `id`.
+    fn load_report(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
 impl LoadRunStore for SledStore {
@@ -78,6 +83,22 @@ impl LoadRunStore for SledStore {
             ids.push(String::from_utf8_lossy(&key?).into_owned());
         }
         Ok(ids)
+    }
+
+    // A tree of its own: the result stays small for listing, and the
+    // series (a few bytes per second and region) are read only for a report.
+    fn put_load_report(&self, id: &str, report: &[u8]) -> Result<(), StoreError> {
+        self.db().open_tree("loadreports")?.insert(id, report)?;
+        self.db().flush()?;
+        Ok(())
+    }
+
+    fn load_report(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db()
+            .open_tree("loadreports")?
+            .get(id)?
+            .map(|v| v.to_vec()))
     }
 }
 
@@ -117,6 +138,8 @@ struct Run {
     start: tokio::time::Instant,
     agents: Vec<AgentState>,
     merged: Stats,
+    /// Per-second figures per region, for the HTML report.
+    series: Vec<RegionSeries>,
     /// Set when an abort was sent: why, when, and whether a threshold did it.
     abort: Option<(String, i64, bool)>,
     finished: Option<Value>,
@@ -288,6 +311,7 @@ impl LoadTests {
                 })
                 .collect(),
             merged: Stats::default(),
+            series: regions.iter().map(RegionSeries::new).collect(),
             abort: None,
             finished: None,
         };
@@ -306,6 +330,17 @@ impl LoadTests {
         }
         let bytes = self.store.load_run(id).ok()??;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The HTML report of run `id`: a live run's from memory, a finished
+    /// run's from what is stored.
+    pub fn report(&self, id: &str) -> Option<String> {
+        if let Some(run) = self.lock().get(id).filter(|r| r.finished.is_none()) {
+            return Some(report::render(&live_report(run)));
+        }
+        let result = self.get(id)?;
+        let stored = self.store.load_report(id).ok().flatten();
+        Some(report::render(&finished_report(&result, stored.as_deref())))
     }
 
     /// Every run: id, state and creation time, newest first.
@@ -400,6 +435,10 @@ impl LoadTests {
                         Ok((stats, _vus)) => {
                             a.totals.merge(&stats);
                             run.merged.merge(&stats);
+                            let region = a.region.clone();
+                            if let Some(rs) = run.series.iter_mut().find(|s| s.region == region) {
+                                rs.add(progress.second, &stats);
+                            }
                         }
                         Err(e) => {
                             a.error = Some(format!("invalid report: {e}"));
@@ -418,6 +457,7 @@ impl LoadTests {
                     let reason = format!("agent {agent} failed: {e}");
                     self.abort(run, reason, false);
                 }
+                settle_series(run);
                 self.check_thresholds(run);
                 self.finish_if_done(run);
             }
@@ -481,6 +521,9 @@ impl LoadTests {
     fn finish_if_done(&self, run: &mut Run) {
         if run.finished.is_some() || !run.agents.iter().all(|a| a.done) {
             return;
+        }
+        for rs in &mut run.series {
+            rs.settle(u64::MAX);
         }
         let finished_ms = crate::now_ms();
         let elapsed = Duration::from_millis(
@@ -584,6 +627,16 @@ impl LoadTests {
                 tracing::error!(run = %run.id, error = %e, "encoding the load run result failed")
             }
         }
+        match serde_json::to_vec(&StoredReport::of(run)) {
+            Ok(bytes) => {
+                if let Err(e) = self.store.put_load_report(&run.id, &bytes) {
+                    tracing::error!(run = %run.id, error = %e, "storing the load run report failed");
+                }
+            }
+            Err(e) => {
+                tracing::error!(run = %run.id, error = %e, "encoding the load run report failed")
+            }
+        }
         tracing::info!(run = %run.id, %state, reqs = run.merged.reqs, "load run finished");
         run.finished = Some(v);
     }
@@ -601,6 +654,312 @@ impl LoadTests {
                 runs.remove(id);
             }
         }
+    }
+}
+
+/// Most seconds of a region held back waiting for a slower agent of the
+/// same region; past it the oldest is drawn with what arrived (each held
+/// second keeps a latency histogram of some 100 kB).
+const MAX_PENDING_SECONDS: usize = 30;
+
+/// One second of a region while its agents' reports come in.
+struct PendingSecond {
+    reqs: u64,
+    failed: u64,
+    duration: hdrhistogram::Histogram<u64>,
+}
+
+/// The per-second figures of one region: seconds every agent of the region
+/// has reported are settled into `series`; the others wait in `pending`, so
+/// a region's p99 is that of the union of its agents' histograms.
+struct RegionSeries {
+    region: String,
+    series: report::Series,
+    pending: std::collections::BTreeMap<u64, PendingSecond>,
+}
+
+impl RegionSeries {
+    fn new(region: &String) -> Self {
+        RegionSeries {
+            region: region.clone(),
+            series: report::Series::new(region.as_str()),
+            pending: Default::default(),
+        }
+    }
+
+    fn add(&mut self, second: u64, stats: &Stats) {
+        let p = self.pending.entry(second).or_insert_with(|| PendingSecond {
+            reqs: 0,
+            failed: 0,
+            duration: histogram::new_latency(),
+        });
+        p.reqs += stats.reqs;
+        p.failed += stats.failed;
+        histogram::merge(&mut p.duration, &stats.duration);
+    }
+
+    /// Settles every second up to `upto` (and the oldest past the cap).
+    fn settle(&mut self, upto: u64) {
+        loop {
+            let over_cap = self.pending.len() > MAX_PENDING_SECONDS;
+            let Some(entry) = self.pending.first_entry() else {
+                break;
+            };
+            if *entry.key() > upto && !over_cap {
+                break;
+            }
+            let (t, p) = entry.remove_entry();
+            if self.series.points.last().is_some_and(|l| l.t >= t) {
+                // A second reported after it was settled (an agent later
+                // than the cap allows): counted in the totals, not drawn.
+                continue;
+            }
+            self.series
+                .points
+                .push(report::Point::from_parts(t, p.reqs, p.failed, &p.duration));
+        }
+    }
+
+    /// The settled series and what is still pending, for a live report.
+    fn snapshot(&self) -> report::Series {
+        let mut s = self.series.clone();
+        for (t, p) in &self.pending {
+            s.points
+                .push(report::Point::from_parts(*t, p.reqs, p.failed, &p.duration));
+        }
+        s
+    }
+}
+
+/// Settles the seconds every agent of a region has reported (or will not).
+fn settle_series(run: &mut Run) {
+    for rs in &mut run.series {
+        let upto = run
+            .agents
+            .iter()
+            .filter(|a| a.region == rs.region && !a.done)
+            .map(|a| a.seconds)
+            .min()
+            .unwrap_or(u64::MAX);
+        rs.settle(upto);
+    }
+}
+
+/// What a finished run's report needs besides its stored result (tree
+/// `loadreports`): the merged stats as the wire message (histograms in the
+/// HdrHistogram V2 + deflate codec) and the series per region, both base64.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredReport {
+    planned_ms: u64,
+    open_model: bool,
+    scenarios: Vec<(String, String)>,
+    stats: String,
+    series: Vec<(String, String)>,
+}
+
+impl StoredReport {
+    fn of(run: &Run) -> Self {
+        let b64 = |b: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(b);
+        StoredReport {
+            planned_ms: u64::try_from(run.plan.planned_length().as_millis()).unwrap_or(u64::MAX),
+            open_model: run
+                .plan
+                .scenarios
+                .iter()
+                .any(|s| s.executor.is_open_model()),
+            scenarios: scenario_rows(&run.plan)
+                .into_iter()
+                .map(|r| (r.name, r.executor))
+                .collect(),
+            stats: b64(prost::Message::encode_to_vec(&remote::to_wire(
+                &run.merged,
+                0,
+            ))),
+            series: run
+                .series
+                .iter()
+                .map(|rs| (rs.region.clone(), b64(rs.series.encode())))
+                .collect(),
+        }
+    }
+}
+
+fn scenario_rows(plan: &LoadPlan) -> Vec<report::ScenarioRow> {
+    plan.scenarios
+        .iter()
+        .map(|s| report::ScenarioRow {
+            name: s.name.clone(),
+            executor: s.executor.name().to_owned(),
+        })
+        .collect()
+}
+
+/// The report of a live run, from memory: thresholds on the data so far.
+fn live_report(run: &Run) -> report::RunData {
+    let view = view(run);
+    let elapsed = tokio::time::Instant::now().saturating_duration_since(run.start);
+    report::RunData {
+        title: format!("distributed load run {}", run.id),
+        id: run.id.clone(),
+        state: format!("{} (live)", view["state"].as_str().unwrap_or("running")),
+        ok: None,
+        started_unix_ms: Some(run.start_unix_ms),
+        planned: run.plan.planned_length(),
+        elapsed,
+        scenarios: scenario_rows(&run.plan),
+        targets: run.plan.origins(),
+        regions: run.series.iter().map(RegionSeries::snapshot).collect(),
+        totals: run.merged.clone(),
+        vus_max: None,
+        open_model: run
+            .plan
+            .scenarios
+            .iter()
+            .any(|s| s.executor.is_open_model()),
+        thresholds: run
+            .plan
+            .thresholds
+            .iter()
+            .map(|d| {
+                let (observed, ok) = threshold::passes(d, &run.merged, elapsed);
+                report::ThresholdRow::from(&ThresholdResult {
+                    def: d.clone(),
+                    observed,
+                    ok,
+                })
+            })
+            .collect(),
+        notes: notes(&view),
+    }
+}
+
+/// The abort reason and agent errors of a run's view.
+fn notes(view: &Value) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(reason) = view["abort"]["reason"].as_str() {
+        notes.push(format!("aborted: {reason}"));
+    }
+    for a in view["agents"].as_array().into_iter().flatten() {
+        if let Some(e) = a["error"].as_str() {
+            notes.push(format!(
+                "agent {} ({}): {e}",
+                a["name"].as_str().unwrap_or("?"),
+                a["region"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    notes
+}
+
+/// The report of a finished run from its stored result and report data.
+/// Data that cannot be read is left out (the page says "no data") rather
+/// than refusing the page; a run stored before reports existed still shows
+/// its merged latency distribution.
+fn finished_report(result: &Value, stored: Option<&[u8]>) -> report::RunData {
+    let stored: Option<StoredReport> = stored.and_then(|b| serde_json::from_slice(b).ok());
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).ok();
+    let mut totals = stored
+        .as_ref()
+        .and_then(|r| b64(&r.stats))
+        .and_then(|b| <v1::LoadStats as prost::Message>::decode(b.as_slice()).ok())
+        .and_then(|w| remote::from_wire(&w).ok())
+        .map(|(s, _)| s);
+    if totals.is_none() {
+        let mut s = Stats::default();
+        if let Some(h) = result["histograms"]["http_req_duration"]["merged"]
+            .as_str()
+            .and_then(b64)
+            .and_then(|b| histogram::decode(&b).ok())
+        {
+            s.duration = h;
+        }
+        let m = &result["metrics"];
+        s.reqs = m["http_reqs"].as_u64().unwrap_or(0);
+        s.failed = m["http_req_failed"].as_u64().unwrap_or(0).min(s.reqs);
+        s.iterations = m["iterations"].as_u64().unwrap_or(0);
+        s.dropped = m["dropped_iterations"].as_u64().unwrap_or(0);
+        totals = Some(s);
+    }
+    let regions: Vec<report::Series> = match &stored {
+        Some(r) => r
+            .series
+            .iter()
+            .map(|(region, points)| {
+                b64(points)
+                    .and_then(|b| report::Series::decode(region.as_str(), &b).ok())
+                    .unwrap_or_else(|| report::Series::new(region.as_str()))
+            })
+            .collect(),
+        None => result["regions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(report::Series::new)
+            .collect(),
+    };
+    let state = result["state"].as_str().unwrap_or("unknown");
+    let thresholds = result["thresholds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let metric = t["metric"].as_str().unwrap_or("?");
+            report::ThresholdRow {
+                metric: metric.to_owned(),
+                threshold: t["threshold"].as_str().unwrap_or("?").to_owned(),
+                observed: t["observed"].as_f64(),
+                unit: report::unit_of(metric),
+                ok: t["ok"].as_bool().unwrap_or(false),
+                abort_on_fail: t["abort_on_fail"].as_bool().unwrap_or(false),
+            }
+        })
+        .collect();
+    let elapsed = result["elapsed_s"]
+        .as_f64()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+        .map_or(Duration::ZERO, Duration::from_secs_f64);
+    report::RunData {
+        title: format!(
+            "distributed load run {}",
+            result["id"].as_str().unwrap_or("?")
+        ),
+        id: result["id"].as_str().unwrap_or("").to_owned(),
+        state: match result["verdict"].as_str() {
+            Some(v) if v != state => format!("{state} ({})", v.replace('_', " ")),
+            _ => state.to_owned(),
+        },
+        ok: Some(state == "passed"),
+        started_unix_ms: result["start_unix_ms"].as_i64(),
+        planned: stored
+            .as_ref()
+            .map_or(Duration::ZERO, |r| Duration::from_millis(r.planned_ms)),
+        elapsed,
+        scenarios: stored
+            .as_ref()
+            .map(|r| {
+                r.scenarios
+                    .iter()
+                    .map(|(name, executor)| report::ScenarioRow {
+                        name: name.clone(),
+                        executor: executor.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        targets: result["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        regions,
+        totals: totals.unwrap_or_default(),
+        vus_max: None,
+        open_model: stored.as_ref().is_some_and(|r| r.open_model),
+        thresholds,
+        notes: notes(result),
     }
 }
 
