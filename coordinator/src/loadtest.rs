@@ -1032,3 +1032,101 @@ fn view(run: &Run) -> Value {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interval(reqs: u64, failed: u64, latency_ms: &[u64]) -> Stats {
+        let mut s = Stats::default();
+        for ms in latency_ms {
+            histogram::record_micros(&mut s.duration, ms * 1000);
+        }
+        s.reqs = reqs;
+        s.failed = failed;
+        s
+    }
+
+    #[test]
+    fn a_region_second_is_the_union_of_its_agents() {
+        let mut rs = RegionSeries::new(&"eu".to_owned());
+        // Agent A reports seconds 1 and 2; agent B only second 1 so far.
+        rs.add(1, &interval(2, 0, &[10, 10]));
+        rs.add(2, &interval(1, 1, &[50]));
+        rs.add(1, &interval(2, 1, &[100, 100]));
+        rs.settle(1);
+        assert_eq!(rs.series.points.len(), 1);
+        let p = rs.series.points[0];
+        assert_eq!((p.t, p.reqs, p.failed, p.samples), (1, 4, 1, 4));
+        // p50 of {10, 10, 100, 100} and p99 from B's samples: a max over
+        // the agents' own percentiles would say the same only by chance.
+        assert!((9_990..=10_010).contains(&p.p50_us), "{p:?}");
+        assert!((99_900..=100_100).contains(&p.p99_us), "{p:?}");
+        // Second 2 waits for B, but a live report shows it.
+        assert_eq!(rs.pending.len(), 1);
+        assert_eq!(rs.snapshot().points.len(), 2);
+        // A second far behind is settled anyway once the cap is passed.
+        for t in 3..=(MAX_PENDING_SECONDS as u64 + 3) {
+            rs.add(t, &interval(1, 0, &[1]));
+        }
+        rs.settle(1);
+        assert_eq!(rs.pending.len(), MAX_PENDING_SECONDS);
+        assert_eq!(rs.series.points.last().unwrap().t, 3);
+        // A late report for a settled second is not drawn twice.
+        rs.add(2, &interval(5, 0, &[1]));
+        rs.settle(u64::MAX);
+        let ts: Vec<u64> = rs.series.points.iter().map(|p| p.t).collect();
+        assert!(ts.windows(2).all(|w| w[0] < w[1]), "{ts:?}");
+    }
+
+    #[test]
+    fn a_finished_report_is_read_back_from_what_is_stored() {
+        let mut merged = interval(10, 2, &[5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+        merged.iterations = 10;
+        let mut eu = report::Series::new("eu");
+        eu.points
+            .push(report::Point::from_interval(1, &interval(6, 1, &[5, 6])));
+        let mut us = report::Series::new("us");
+        us.points
+            .push(report::Point::from_interval(1, &interval(4, 1, &[7])));
+        let b64 = |b: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(b);
+        let stored = StoredReport {
+            planned_ms: 3000,
+            open_model: true,
+            scenarios: vec![("api".into(), "constant-arrival-rate".into())],
+            stats: b64(prost::Message::encode_to_vec(&remote::to_wire(&merged, 0))),
+            series: vec![
+                ("eu".into(), b64(eu.encode())),
+                ("us".into(), b64(us.encode())),
+            ],
+        };
+        let result = json!({
+            "id": "lt-1", "state": "failed", "verdict": "thresholds_failed",
+            "regions": ["eu", "us"], "targets": ["http://127.0.0.1:1"],
+            "start_unix_ms": 1_800_000_000_000i64, "elapsed_s": 3.2,
+            "agents": [{"name": "a", "region": "eu", "error": null}],
+            "thresholds": [{"metric": "http_req_duration", "threshold": "p(95)<1",
+                            "observed": 14.0, "ok": false, "abort_on_fail": false}],
+        });
+        let bytes = serde_json::to_vec(&stored).unwrap();
+        let data = finished_report(&result, Some(&bytes));
+        assert_eq!(data.regions, vec![eu, us]);
+        assert_eq!(data.totals.reqs, 10);
+        assert_eq!(data.totals.duration, merged.duration);
+        assert_eq!(data.planned, Duration::from_millis(3000));
+        assert_eq!(data.state, "failed (thresholds failed)");
+        assert_eq!(data.ok, Some(false));
+        assert!(data.open_model);
+        assert_eq!(data.thresholds[0].unit, "ms");
+        assert!(!data.thresholds[0].ok);
+
+        // Damaged or missing report data: the page still renders, from the
+        // result alone.
+        for stored in [None, Some(&b"{not json"[..])] {
+            let data = finished_report(&result, stored);
+            assert_eq!(data.regions.len(), 2);
+            assert!(data.regions.iter().all(|r| r.points.is_empty()));
+            assert!(report::render(&data).contains(">no data</text>"));
+        }
+    }
+}
