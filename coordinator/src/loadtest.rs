@@ -522,10 +522,17 @@ impl LoadTests {
         if run.finished.is_some() || !run.agents.iter().all(|a| a.done) {
             return;
         }
+        let finished_ms = crate::now_ms();
         for rs in &mut run.series {
             rs.settle(u64::MAX);
+            // Agents do not say how long their last interval was: take it
+            // from the end of the run, so a partial second is not drawn as
+            // a drop in the request rate.
+            if let Some(last) = rs.series.points.last_mut() {
+                let into = finished_ms - run.start_unix_ms - (last.t as i64 - 1) * 1000;
+                last.len_ms = into.clamp(1, 1000) as u64;
+            }
         }
-        let finished_ms = crate::now_ms();
         let elapsed = Duration::from_millis(
             u64::try_from(finished_ms - run.start_unix_ms)
                 .unwrap_or(0)

@@ -270,8 +270,9 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
         }
         all.merge(&merged_interval);
         if let Some(s) = series.as_mut() {
-            s.points
-                .push(report::Point::from_interval(second, &merged_interval));
+            s.points.push(
+                report::Point::from_interval(second, &merged_interval).with_len(interval_len),
+            );
         }
         out.hlog_interval(start, now - interval_len, interval_len, &merged_interval)
             .map_err(LoadError::Other)?;
@@ -311,11 +312,11 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
         all.merge(rest);
         rest_all.merge(rest);
     }
-    if let Some(s) = series.as_mut() {
-        if rest_all.reqs > 0 {
-            s.points
-                .push(report::Point::from_interval(second + 1, &rest_all));
-        }
+    // The few requests that ended after the last fold count in the last
+    // second's rates (their latencies are in the totals, not redrawn).
+    if let Some(last) = series.as_mut().and_then(|s| s.points.last_mut()) {
+        last.reqs += rest_all.reqs;
+        last.failed += rest_all.failed;
     }
     if let Some(r) = &opts.remote {
         if rest_all.reqs > 0 || rest_all.iterations > 0 || rest_all.dropped > 0 {

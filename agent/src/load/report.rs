@@ -45,6 +45,8 @@ pub struct Point {
     pub p95_us: u64,
     /// p99, µs.
     pub p99_us: u64,
+    /// Length of the interval in ms: 1000, or less for the last one.
+    pub len_ms: u64,
 }
 
 impl Point {
@@ -70,7 +72,21 @@ impl Point {
             p50_us: q(0.5),
             p95_us: q(0.95),
             p99_us: q(0.99),
+            len_ms: 1000,
         }
+    }
+
+    /// The same point for an interval of `len` (the last one is partial).
+    pub fn with_len(self, len: Duration) -> Point {
+        Point {
+            len_ms: u64::try_from(len.as_millis()).unwrap_or(u64::MAX),
+            ..self
+        }
+    }
+
+    /// Seconds since the start at the end of the interval.
+    fn end(&self) -> f64 {
+        self.t.saturating_sub(1) as f64 + self.len_ms as f64 / 1000.0
     }
 }
 
@@ -98,7 +114,7 @@ impl Series {
     }
 
     /// The points as LEB128 varints: `t` as the step from the previous
-    /// point, then the six figures. About 12 bytes per second.
+    /// point, then the seven figures. About 14 bytes per second.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.points.len() * 12);
         let mut prev = 0u64;
@@ -111,6 +127,7 @@ impl Series {
                 p.p50_us,
                 p.p95_us,
                 p.p99_us,
+                p.len_ms,
             ] {
                 put_varint(&mut out, v);
             }
@@ -124,7 +141,7 @@ impl Series {
         let mut points = Vec::new();
         let mut t = 0u64;
         while !bytes.is_empty() {
-            let mut v = [0u64; 7];
+            let mut v = [0u64; 8];
             for slot in &mut v {
                 *slot = get_varint(&mut bytes)?;
             }
@@ -137,6 +154,7 @@ impl Series {
                 p50_us: v[4],
                 p95_us: v[5],
                 p99_us: v[6],
+                len_ms: v[7],
             });
         }
         Ok(Series {
@@ -551,9 +569,12 @@ fn metrics_table(o: &mut String, run: &RunData) {
 const W: f64 = 900.0;
 const H: f64 = 300.0;
 const LEFT: f64 = 64.0;
-const RIGHT: f64 = 16.0;
+const RIGHT: f64 = 40.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 36.0;
+
+/// Room above the highest value, so a flat line is not drawn on the frame.
+const HEADROOM: f64 = 1.05;
 
 /// A plot area: data ranges mapped onto the SVG box.
 struct Frame {
@@ -574,6 +595,9 @@ impl Frame {
 /// A line to draw: label, colour, dash pattern, points in data units.
 struct Line {
     label: String,
+    /// Shown after the label in the legend only (totals: lines that lie on
+    /// top of each other still tell their figures).
+    note: String,
     colour: &'static str,
     dash: &'static str,
     points: Vec<(f64, f64)>,
@@ -713,9 +737,10 @@ fn legend(o: &mut String, lines: &[Line]) {
         };
         let _ = write!(
             o,
-            "<li><i style=\"border-top-style:{style};border-top-color:{}\"></i>{}</li>",
+            "<li><i style=\"border-top-style:{style};border-top-color:{}\"></i>{}{}</li>",
             l.colour,
-            escape(&l.label)
+            escape(&l.label),
+            escape(&l.note)
         );
     }
     let _ = writeln!(o, "</ul>");
@@ -781,7 +806,9 @@ fn distribution(o: &mut String, run: &RunData) {
         .enumerate()
         .map(|(i, (name, h))| Line {
             label: (*name).to_owned(),
-            colour: colour(i),
+            note: format!(" (max {})", ms_text(h.max() as f64 / 1000.0)),
+            // Not the region colours of the other charts.
+            colour: if i == 0 { "#000000" } else { "#d55e00" },
             dash: if i == 0 { "" } else { "6 3" },
             points: distribution_points(h, x_max),
         })
@@ -790,7 +817,7 @@ fn distribution(o: &mut String, run: &RunData) {
         .iter()
         .flat_map(|l| l.points.iter().map(|p| p.1))
         .fold(0.0, f64::max);
-    let (y_max, step) = nice_axis(y_top);
+    let (y_max, step) = nice_axis(y_top * HEADROOM);
     let mut ticks: Vec<(f64, String)> = PERCENTILE_TICKS
         .iter()
         .map(|(x, t)| (*x, (*t).to_owned()))
@@ -810,28 +837,33 @@ fn distribution(o: &mut String, run: &RunData) {
 struct Bucket {
     /// End of the bucket, seconds since the start.
     t: f64,
-    /// Requests per second (mean over the bucket).
-    rate: f64,
-    /// Failed requests per second (mean).
-    errors: f64,
+    /// Requests and failed requests per second (means over the bucket);
+    /// `None` for a bucket of only a short last interval, whose rate would
+    /// be noise.
+    rates: Option<(f64, f64)>,
     /// Highest p50/p95/p99 of the bucket, ms; `None` without samples.
     latency: Option<[f64; 3]>,
 }
 
-/// Groups `points` into at most `max` buckets of whole seconds.
+/// Intervals shorter than this (the end of a run) are left out of the
+/// rates: a handful of requests over a few ms is not a rate.
+const MIN_RATE_INTERVAL_MS: u64 = 500;
+
+/// Groups `points` into at most `max` buckets of consecutive points.
 fn downsample(points: &[Point], max: usize) -> Vec<Bucket> {
     let max = max.max(1);
     let per = points.len().div_ceil(max).max(1);
     points
         .chunks(per)
         .map(|c| {
-            let last = c[c.len() - 1].t;
-            let first = c[0].t;
-            // A bucket spans the seconds from the one before its first point
-            // to its last one (gaps included).
-            let span = (last.saturating_sub(first) + 1) as f64;
-            let reqs: u64 = c.iter().map(|p| p.reqs).sum();
-            let failed: u64 = c.iter().map(|p| p.failed).sum();
+            let full = c.iter().filter(|p| p.len_ms >= MIN_RATE_INTERVAL_MS);
+            let (reqs, failed, ms) = full.fold((0, 0, 0), |(r, f, ms), p| {
+                (r + p.reqs, f + p.failed, ms + p.len_ms)
+            });
+            let rates = (ms > 0).then(|| {
+                let secs = ms as f64 / 1000.0;
+                (reqs as f64 / secs, failed as f64 / secs)
+            });
             let latency =
                 c.iter()
                     .filter(|p| p.samples > 0)
@@ -843,9 +875,8 @@ fn downsample(points: &[Point], max: usize) -> Vec<Bucket> {
                         })
                     });
             Bucket {
-                t: last as f64,
-                rate: reqs as f64 / span,
-                errors: failed as f64 / span,
+                t: c[c.len() - 1].end(),
+                rates,
                 latency,
             }
         })
@@ -881,7 +912,7 @@ fn time_x_max(run: &RunData) -> f64 {
         .regions
         .iter()
         .filter_map(|s| s.points.last())
-        .map(|p| p.t as f64)
+        .map(Point::end)
         .fold(0.0, f64::max);
     last.max(run.elapsed.as_secs_f64()).max(1.0)
 }
@@ -907,6 +938,7 @@ fn latency_over_time(o: &mut String, run: &RunData) {
             if !points.is_empty() {
                 lines.push(Line {
                     label: format!("{} {name}", s.region),
+                    note: String::new(),
                     colour: colour(i),
                     dash,
                     points,
@@ -922,7 +954,7 @@ fn latency_over_time(o: &mut String, run: &RunData) {
         .iter()
         .flat_map(|l| l.points.iter().map(|p| p.1))
         .fold(0.0, f64::max);
-    let (y_max, step) = nice_axis(y_top);
+    let (y_max, step) = nice_axis(y_top * HEADROOM);
     let x_max = time_x_max(run);
     let frame = Frame { x_max, y_max };
     plot(
@@ -946,21 +978,28 @@ fn rate_over_time(o: &mut String, run: &RunData) {
     let mut rates = Vec::new();
     let mut errors = Vec::new();
     for (i, s) in run.regions.iter().enumerate() {
-        let buckets = downsample(&s.points, MAX_POINTS);
+        let buckets: Vec<(f64, (f64, f64))> = downsample(&s.points, MAX_POINTS)
+            .into_iter()
+            .filter_map(|b| b.rates.map(|r| (b.t, r)))
+            .collect();
         if buckets.is_empty() {
             continue;
         }
+        let reqs: u64 = s.points.iter().map(|p| p.reqs).sum();
+        let failed: u64 = s.points.iter().map(|p| p.failed).sum();
         rates.push(Line {
             label: format!("{} req/s", s.region),
+            note: format!(" ({reqs} requests)"),
             colour: colour(i),
             dash: "",
-            points: buckets.iter().map(|b| (b.t, b.rate)).collect(),
+            points: buckets.iter().map(|(t, r)| (*t, r.0)).collect(),
         });
         errors.push(Line {
             label: format!("{} errors/s", s.region),
+            note: format!(" ({failed} failed)"),
             colour: colour(i),
             dash: "6 3",
-            points: buckets.iter().map(|b| (b.t, b.errors)).collect(),
+            points: buckets.iter().map(|(t, r)| (*t, r.1)).collect(),
         });
     }
     let x_max = time_x_max(run);
@@ -980,7 +1019,7 @@ fn rate_over_time(o: &mut String, run: &RunData) {
             .iter()
             .flat_map(|l| l.points.iter().map(|p| p.1))
             .fold(0.0, f64::max);
-        let (y_max, step) = nice_axis(y_top);
+        let (y_max, step) = nice_axis(y_top * HEADROOM);
         let frame = Frame { x_max, y_max };
         plot(o, label, &frame, step, title, &time_ticks(x_max), &lines);
     }
@@ -1152,8 +1191,13 @@ mod tests {
             assert_eq!(polylines_labelled(&html, &format!("{region} req/s")), 1);
             assert_eq!(polylines_labelled(&html, &format!("{region} errors/s")), 1);
         }
-        assert!(html.contains(&format!("stroke=\"{}\"", PALETTE[0])));
-        assert!(html.contains(&format!("stroke=\"{}\"", PALETTE[1])));
+        for (region, colour) in [("eu", PALETTE[0]), ("us", PALETTE[1])] {
+            let prefix = format!("data-label=\"{region} p99\" fill=\"none\" stroke=\"{colour}\"");
+            assert!(html.contains(&prefix), "{region}");
+        }
+        // Totals per region in the legend, where overlapping lines hide.
+        assert!(html.contains("eu req/s (2000 requests)"));
+        assert!(html.contains("us errors/s (40 failed)"));
     }
 
     #[test]
@@ -1201,6 +1245,7 @@ mod tests {
         let mut run = run_of(&["eu"], 0);
         run.regions[0].points = vec![Point {
             t: 1,
+            len_ms: 1000,
             ..Point::default()
         }];
         let html = render(&run);
@@ -1264,6 +1309,7 @@ mod tests {
                 p50_us: 1000,
                 p95_us: 2000,
                 p99_us: if t == 40_000 { 900_000 } else { 3000 },
+                len_ms: 1000,
             });
         }
         let b = downsample(&s.points, MAX_POINTS);
@@ -1272,7 +1318,7 @@ mod tests {
             "{}",
             b.len()
         );
-        assert!(b.iter().all(|b| (b.rate - 10.0).abs() < 1e-9));
+        assert!(b.iter().all(|b| (b.rates.unwrap().0 - 10.0).abs() < 1e-9));
         // The spike survives the bucketing.
         assert!(b.iter().any(|b| b.latency.unwrap()[2] == 900.0));
         let run = RunData {
@@ -1282,6 +1328,28 @@ mod tests {
         };
         let html = render(&run);
         assert!(html.len() < 400_000, "{}", html.len());
+    }
+
+    #[test]
+    fn a_short_last_interval_is_not_drawn_as_a_rate() {
+        let mut run = run_of(&["eu"], 3);
+        // The end of a run: 40 ms with 2 requests.
+        let mut last = run.regions[0].points[2].with_len(Duration::from_millis(40));
+        last.reqs = 2;
+        run.regions[0].points[2] = last;
+        let b = downsample(&run.regions[0].points, MAX_POINTS);
+        assert_eq!(b.len(), 3);
+        assert!(b[2].rates.is_none());
+        assert!((b[2].t - 2.04).abs() < 1e-9);
+        assert!(b[2].latency.is_some());
+        let html = render(&run);
+        let rate_line = html
+            .split("data-label=\"eu req/s\"")
+            .nth(1)
+            .and_then(|r| r.split("points=\"").nth(1))
+            .and_then(|r| r.split('"').next())
+            .unwrap();
+        assert_eq!(rate_line.split(' ').count(), 2, "{rate_line}");
     }
 
     #[test]
