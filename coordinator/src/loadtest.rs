@@ -335,8 +335,14 @@ impl LoadTests {
     /// The HTML report of run `id`: a live run's from memory, a finished
     /// run's from what is stored.
     pub fn report(&self, id: &str) -> Option<String> {
-        if let Some(run) = self.lock().get(id).filter(|r| r.finished.is_none()) {
-            return Some(report::render(&live_report(run)));
+        // The data is copied under the lock and drawn after it.
+        let live = self
+            .lock()
+            .get(id)
+            .filter(|r| r.finished.is_none())
+            .map(live_report);
+        if let Some(data) = live {
+            return Some(report::render(&data));
         }
         let result = self.get(id)?;
         let stored = self.store.load_report(id).ok().flatten();
@@ -436,7 +442,13 @@ impl LoadTests {
                             a.totals.merge(&stats);
                             run.merged.merge(&stats);
                             let region = a.region.clone();
-                            if let Some(rs) = run.series.iter_mut().find(|s| s.region == region) {
+                            // A second beyond any possible run is counted
+                            // in the totals but not drawn.
+                            if let Some(rs) = run
+                                .series
+                                .iter_mut()
+                                .find(|s| s.region == region && progress.second <= MAX_SECOND)
+                            {
                                 rs.add(progress.second, &stats);
                             }
                         }
@@ -529,7 +541,8 @@ impl LoadTests {
             // from the end of the run, so a partial second is not drawn as
             // a drop in the request rate.
             if let Some(last) = rs.series.points.last_mut() {
-                let into = finished_ms - run.start_unix_ms - (last.t as i64 - 1) * 1000;
+                let began = i128::from(last.t.saturating_sub(1)) * 1000;
+                let into = i128::from(finished_ms - run.start_unix_ms) - began;
                 last.len_ms = into.clamp(1, 1000) as u64;
             }
         }
@@ -669,6 +682,10 @@ impl LoadTests {
 /// second keeps a latency histogram of some 100 kB).
 const MAX_PENDING_SECONDS: usize = 30;
 
+/// Highest second of a run drawn in its report: a day (the longest
+/// `max_duration`) plus the graceful stop, with room to spare.
+const MAX_SECOND: u64 = 2 * 86_400;
+
 /// One second of a region while its agents' reports come in.
 struct PendingSecond {
     reqs: u64,
@@ -700,8 +717,8 @@ impl RegionSeries {
             failed: 0,
             duration: histogram::new_latency(),
         });
-        p.reqs += stats.reqs;
-        p.failed += stats.failed;
+        p.reqs = p.reqs.saturating_add(stats.reqs);
+        p.failed = p.failed.saturating_add(stats.failed);
         histogram::merge(&mut p.duration, &stats.duration);
     }
 

@@ -426,7 +426,7 @@ fn summary_cards(o: &mut String, run: &RunData) {
     } else {
         format!("{:.2}%", 100.0 * t.failed as f64 / t.reqs as f64)
     };
-    let checks_total = t.checks_pass + t.checks_fail;
+    let checks_total = t.checks_pass.saturating_add(t.checks_fail);
     let checks = if checks_total == 0 {
         "–".to_owned()
     } else {
@@ -857,8 +857,12 @@ fn downsample(points: &[Point], max: usize) -> Vec<Bucket> {
         .chunks(per)
         .map(|c| {
             let full = c.iter().filter(|p| p.len_ms >= MIN_RATE_INTERVAL_MS);
-            let (reqs, failed, ms) = full.fold((0, 0, 0), |(r, f, ms), p| {
-                (r + p.reqs, f + p.failed, ms + p.len_ms)
+            let (reqs, failed, ms) = full.fold((0u64, 0u64, 0u64), |(r, f, ms), p| {
+                (
+                    r.saturating_add(p.reqs),
+                    f.saturating_add(p.failed),
+                    ms.saturating_add(p.len_ms),
+                )
             });
             let rates = (ms > 0).then(|| {
                 let secs = ms as f64 / 1000.0;
@@ -888,7 +892,8 @@ fn time_ticks(x_max: f64) -> Vec<(f64, String)> {
     let mut out = Vec::new();
     let mut v = 0.0;
     while v <= x_max + 1e-9 {
-        out.push((v, duration_text(Duration::from_secs_f64(v))));
+        let d = Duration::try_from_secs_f64(v).unwrap_or(Duration::MAX);
+        out.push((v, duration_text(d)));
         v += step;
     }
     out
@@ -904,7 +909,9 @@ fn time_step(x_max: f64) -> f64 {
     STEPS
         .into_iter()
         .find(|s| x_max / s <= 8.0)
-        .unwrap_or(86400.0)
+        // Past 8 days (not a run length, but the input is not trusted):
+        // still at most 8 steps.
+        .unwrap_or(x_max / 8.0)
 }
 
 fn time_x_max(run: &RunData) -> f64 {
@@ -985,8 +992,11 @@ fn rate_over_time(o: &mut String, run: &RunData) {
         if buckets.is_empty() {
             continue;
         }
-        let reqs: u64 = s.points.iter().map(|p| p.reqs).sum();
-        let failed: u64 = s.points.iter().map(|p| p.failed).sum();
+        let reqs = s.points.iter().fold(0u64, |a, p| a.saturating_add(p.reqs));
+        let failed = s
+            .points
+            .iter()
+            .fold(0u64, |a, p| a.saturating_add(p.failed));
         rates.push(Line {
             label: format!("{} req/s", s.region),
             note: format!(" ({reqs} requests)"),
@@ -1361,6 +1371,27 @@ mod tests {
         assert!(Series::decode("eu", &bytes[..bytes.len() - 1]).is_err());
         assert!(Series::decode("eu", &[0xff; 11]).is_err());
         assert_eq!(Series::decode("eu", &[]).unwrap().points, vec![]);
+    }
+
+    #[test]
+    fn absurd_input_neither_panics_nor_hangs() {
+        let mut run = run_of(&["eu"], 2);
+        run.regions[0].points.push(Point {
+            t: u64::MAX,
+            reqs: u64::MAX,
+            failed: u64::MAX,
+            samples: 1,
+            p50_us: u64::MAX,
+            p95_us: u64::MAX,
+            p99_us: u64::MAX,
+            len_ms: u64::MAX,
+        });
+        run.elapsed = Duration::MAX;
+        run.planned = Duration::MAX;
+        run.started_unix_ms = Some(i64::MIN);
+        let html = render(&run);
+        assert!(html.matches("<svg ").count() == 4);
+        assert!(html.len() < 200_000);
     }
 
     #[test]
