@@ -311,7 +311,7 @@ impl LoadTests {
                 })
                 .collect(),
             merged: Stats::default(),
-            series: regions.iter().map(RegionSeries::new).collect(),
+            series: regions.iter().map(|r| RegionSeries::new(r)).collect(),
             abort: None,
             finished: None,
         };
@@ -703,10 +703,10 @@ struct RegionSeries {
 }
 
 impl RegionSeries {
-    fn new(region: &String) -> Self {
+    fn new(region: &str) -> Self {
         RegionSeries {
-            region: region.clone(),
-            series: report::Series::new(region.as_str()),
+            region: region.to_owned(),
+            series: report::Series::new(region),
             pending: Default::default(),
         }
     }
@@ -1073,7 +1073,7 @@ mod tests {
 
     #[test]
     fn a_region_second_is_the_union_of_its_agents() {
-        let mut rs = RegionSeries::new(&"eu".to_owned());
+        let mut rs = RegionSeries::new("eu");
         // Agent A reports seconds 1 and 2; agent B only second 1 so far.
         rs.add(1, &interval(2, 0, &[10, 10]));
         rs.add(2, &interval(1, 1, &[50]));
