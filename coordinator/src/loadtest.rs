@@ -56,7 +56,7 @@ pub trait LoadRunStore: Send + Sync + 'static {
     /// Ids of stored runs, oldest first.
     fn load_run_ids(&self) -> Result<Vec<String>, StoreError>;
     /// Stores what the HTML report of run `id` needs beyond its result
-    /// (per-second series, merged stats; see [`StoredReport`]).
+    /// (per-second series per region, the merged stats; JSON).
     fn put_load_report(&self, id: &str, report: &[u8]) -> Result<(), StoreError>;
     /// The stored report data of run `id`.
     fn load_report(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
