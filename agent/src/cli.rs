@@ -108,9 +108,10 @@ enum Command {
     Load {
         /// The load file (see README, "Load tests").
         file: std::path::PathBuf,
-        /// Write NDJSON results: `--out json=PATH`.
-        #[arg(long, value_name = "json=PATH")]
-        out: Option<String>,
+        /// Write results: `--out json=PATH` (NDJSON) or `--out html=PATH`
+        /// (the HTML report); repeatable, one of each kind.
+        #[arg(long, value_name = "json=PATH|html=PATH")]
+        out: Vec<String>,
         /// Write an HdrHistogram interval log of http_req_duration.
         #[arg(long, value_name = "PATH")]
         hlog: Option<std::path::PathBuf>,
@@ -293,11 +294,21 @@ fn load(command: Command) -> ExitCode {
         eprintln!("error: {msg}");
         ExitCode::from(EXIT_LOAD_BAD_INPUT)
     };
-    let json = match out.as_deref().map(|o| o.split_once('=')) {
-        None => None,
-        Some(Some(("json", p))) if !p.is_empty() => Some(std::path::PathBuf::from(p)),
-        Some(_) => return bad("--out takes json=PATH".into()),
-    };
+    let (mut json, mut html) = (None, None);
+    for o in &out {
+        let (slot, p) = match o.split_once('=') {
+            Some(("json", p)) if !p.is_empty() => (&mut json, p),
+            Some(("html", p)) if !p.is_empty() => (&mut html, p),
+            _ => return bad(format!("--out takes json=PATH or html=PATH, got {o:?}")),
+        };
+        if slot.replace(std::path::PathBuf::from(p)).is_some() {
+            return bad(format!("--out: {o:?} repeats an output kind"));
+        }
+    }
+    let title = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads == 0 || threads > 256 {
@@ -343,6 +354,8 @@ fn load(command: Command) -> ExitCode {
         ca_file,
         json,
         hlog,
+        html,
+        title,
         progress: (!quiet).then(|| std::io::stderr().is_terminal()),
         remote: None,
         egress: None,

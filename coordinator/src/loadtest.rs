@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use vantage_agent::load::file::{self, LoadPlan};
 use vantage_agent::load::metrics::Stats;
 use vantage_agent::load::output::{self, ThresholdResult};
-use vantage_agent::load::remote;
 use vantage_agent::load::safety::AllowedHosts;
+use vantage_agent::load::{remote, report};
 use vantage_agent::load::{threshold, Verdict};
 use vantage_proto::histogram;
 use vantage_proto::v1::{self, coordinator_message, CoordinatorMessage};
@@ -55,6 +55,11 @@ pub trait LoadRunStore: Send + Sync + 'static {
     fn load_run(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Ids of stored runs, oldest first.
     fn load_run_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// Stores what the HTML report of run `id` needs beyond its result
+    /// (per-second series per region, the merged stats; JSON).
+    fn put_load_report(&self, id: &str, report: &[u8]) -> Result<(), StoreError>;
+    /// The stored report data of run `id`.
+    fn load_report(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
 impl LoadRunStore for SledStore {
@@ -78,6 +83,22 @@ impl LoadRunStore for SledStore {
             ids.push(String::from_utf8_lossy(&key?).into_owned());
         }
         Ok(ids)
+    }
+
+    // A tree of its own: the result stays small for listing, and the
+    // series (a few bytes per second and region) are read only for a report.
+    fn put_load_report(&self, id: &str, report: &[u8]) -> Result<(), StoreError> {
+        self.db().open_tree("loadreports")?.insert(id, report)?;
+        self.db().flush()?;
+        Ok(())
+    }
+
+    fn load_report(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db()
+            .open_tree("loadreports")?
+            .get(id)?
+            .map(|v| v.to_vec()))
     }
 }
 
@@ -117,6 +138,8 @@ struct Run {
     start: tokio::time::Instant,
     agents: Vec<AgentState>,
     merged: Stats,
+    /// Per-second figures per region, for the HTML report.
+    series: Vec<RegionSeries>,
     /// Set when an abort was sent: why, when, and whether a threshold did it.
     abort: Option<(String, i64, bool)>,
     finished: Option<Value>,
@@ -288,6 +311,7 @@ impl LoadTests {
                 })
                 .collect(),
             merged: Stats::default(),
+            series: regions.iter().map(|r| RegionSeries::new(r)).collect(),
             abort: None,
             finished: None,
         };
@@ -306,6 +330,23 @@ impl LoadTests {
         }
         let bytes = self.store.load_run(id).ok()??;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The HTML report of run `id`: a live run's from memory, a finished
+    /// run's from what is stored.
+    pub fn report(&self, id: &str) -> Option<String> {
+        // The data is copied under the lock and drawn after it.
+        let live = self
+            .lock()
+            .get(id)
+            .filter(|r| r.finished.is_none())
+            .map(live_report);
+        if let Some(data) = live {
+            return Some(report::render(&data));
+        }
+        let result = self.get(id)?;
+        let stored = self.store.load_report(id).ok().flatten();
+        Some(report::render(&finished_report(&result, stored.as_deref())))
     }
 
     /// Every run: id, state and creation time, newest first.
@@ -400,6 +441,16 @@ impl LoadTests {
                         Ok((stats, _vus)) => {
                             a.totals.merge(&stats);
                             run.merged.merge(&stats);
+                            let region = a.region.clone();
+                            // A second beyond any possible run is counted
+                            // in the totals but not drawn.
+                            if let Some(rs) = run
+                                .series
+                                .iter_mut()
+                                .find(|s| s.region == region && progress.second <= MAX_SECOND)
+                            {
+                                rs.add(progress.second, &stats);
+                            }
                         }
                         Err(e) => {
                             a.error = Some(format!("invalid report: {e}"));
@@ -418,6 +469,7 @@ impl LoadTests {
                     let reason = format!("agent {agent} failed: {e}");
                     self.abort(run, reason, false);
                 }
+                settle_series(run);
                 self.check_thresholds(run);
                 self.finish_if_done(run);
             }
@@ -483,6 +535,17 @@ impl LoadTests {
             return;
         }
         let finished_ms = crate::now_ms();
+        for rs in &mut run.series {
+            rs.settle(u64::MAX);
+            // Agents do not say how long their last interval was: take it
+            // from the end of the run, so a partial second is not drawn as
+            // a drop in the request rate.
+            if let Some(last) = rs.series.points.last_mut() {
+                let began = i128::from(last.t.saturating_sub(1)) * 1000;
+                let into = i128::from(finished_ms - run.start_unix_ms) - began;
+                last.len_ms = into.clamp(1, 1000) as u64;
+            }
+        }
         let elapsed = Duration::from_millis(
             u64::try_from(finished_ms - run.start_unix_ms)
                 .unwrap_or(0)
@@ -584,6 +647,16 @@ impl LoadTests {
                 tracing::error!(run = %run.id, error = %e, "encoding the load run result failed")
             }
         }
+        match serde_json::to_vec(&StoredReport::of(run)) {
+            Ok(bytes) => {
+                if let Err(e) = self.store.put_load_report(&run.id, &bytes) {
+                    tracing::error!(run = %run.id, error = %e, "storing the load run report failed");
+                }
+            }
+            Err(e) => {
+                tracing::error!(run = %run.id, error = %e, "encoding the load run report failed")
+            }
+        }
         tracing::info!(run = %run.id, %state, reqs = run.merged.reqs, "load run finished");
         run.finished = Some(v);
     }
@@ -601,6 +674,316 @@ impl LoadTests {
                 runs.remove(id);
             }
         }
+    }
+}
+
+/// Most seconds of a region held back waiting for a slower agent of the
+/// same region; past it the oldest is drawn with what arrived (each held
+/// second keeps a latency histogram of some 100 kB).
+const MAX_PENDING_SECONDS: usize = 30;
+
+/// Highest second of a run drawn in its report: a day (the longest
+/// `max_duration`) plus the graceful stop, with room to spare.
+const MAX_SECOND: u64 = 2 * 86_400;
+
+/// One second of a region while its agents' reports come in.
+struct PendingSecond {
+    reqs: u64,
+    failed: u64,
+    duration: hdrhistogram::Histogram<u64>,
+}
+
+/// The per-second figures of one region: seconds every agent of the region
+/// has reported are settled into `series`; the others wait in `pending`, so
+/// a region's p99 is that of the union of its agents' histograms.
+struct RegionSeries {
+    region: String,
+    series: report::Series,
+    pending: std::collections::BTreeMap<u64, PendingSecond>,
+}
+
+impl RegionSeries {
+    fn new(region: &str) -> Self {
+        RegionSeries {
+            region: region.to_owned(),
+            series: report::Series::new(region),
+            pending: Default::default(),
+        }
+    }
+
+    fn add(&mut self, second: u64, stats: &Stats) {
+        let p = self.pending.entry(second).or_insert_with(|| PendingSecond {
+            reqs: 0,
+            failed: 0,
+            duration: histogram::new_latency(),
+        });
+        p.reqs = p.reqs.saturating_add(stats.reqs);
+        p.failed = p.failed.saturating_add(stats.failed);
+        histogram::merge(&mut p.duration, &stats.duration);
+    }
+
+    /// Settles every second up to `upto` (and the oldest past the cap).
+    fn settle(&mut self, upto: u64) {
+        loop {
+            let over_cap = self.pending.len() > MAX_PENDING_SECONDS;
+            let Some(entry) = self.pending.first_entry() else {
+                break;
+            };
+            if *entry.key() > upto && !over_cap {
+                break;
+            }
+            let (t, p) = entry.remove_entry();
+            if self.series.points.last().is_some_and(|l| l.t >= t) {
+                // A second reported after it was settled (an agent later
+                // than the cap allows): counted in the totals, not drawn.
+                continue;
+            }
+            self.series
+                .points
+                .push(report::Point::from_parts(t, p.reqs, p.failed, &p.duration));
+        }
+    }
+
+    /// The settled series and what is still pending, for a live report.
+    fn snapshot(&self) -> report::Series {
+        let mut s = self.series.clone();
+        for (t, p) in &self.pending {
+            s.points
+                .push(report::Point::from_parts(*t, p.reqs, p.failed, &p.duration));
+        }
+        s
+    }
+}
+
+/// Settles the seconds every agent of a region has reported (or will not).
+fn settle_series(run: &mut Run) {
+    for rs in &mut run.series {
+        let upto = run
+            .agents
+            .iter()
+            .filter(|a| a.region == rs.region && !a.done)
+            .map(|a| a.seconds)
+            .min()
+            .unwrap_or(u64::MAX);
+        rs.settle(upto);
+    }
+}
+
+/// What a finished run's report needs besides its stored result (tree
+/// `loadreports`): the merged stats as the wire message (histograms in the
+/// HdrHistogram V2 + deflate codec) and the series per region, both base64.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredReport {
+    planned_ms: u64,
+    open_model: bool,
+    scenarios: Vec<(String, String)>,
+    stats: String,
+    series: Vec<(String, String)>,
+}
+
+impl StoredReport {
+    fn of(run: &Run) -> Self {
+        let b64 = |b: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(b);
+        StoredReport {
+            planned_ms: u64::try_from(run.plan.planned_length().as_millis()).unwrap_or(u64::MAX),
+            open_model: run
+                .plan
+                .scenarios
+                .iter()
+                .any(|s| s.executor.is_open_model()),
+            scenarios: scenario_rows(&run.plan)
+                .into_iter()
+                .map(|r| (r.name, r.executor))
+                .collect(),
+            stats: b64(prost::Message::encode_to_vec(&remote::to_wire(
+                &run.merged,
+                0,
+            ))),
+            series: run
+                .series
+                .iter()
+                .map(|rs| (rs.region.clone(), b64(rs.series.encode())))
+                .collect(),
+        }
+    }
+}
+
+fn scenario_rows(plan: &LoadPlan) -> Vec<report::ScenarioRow> {
+    plan.scenarios
+        .iter()
+        .map(|s| report::ScenarioRow {
+            name: s.name.clone(),
+            executor: s.executor.name().to_owned(),
+        })
+        .collect()
+}
+
+/// The report of a live run, from memory: thresholds on the data so far.
+fn live_report(run: &Run) -> report::RunData {
+    let view = view(run);
+    let elapsed = tokio::time::Instant::now().saturating_duration_since(run.start);
+    report::RunData {
+        title: format!("distributed load run {}", run.id),
+        id: run.id.clone(),
+        state: format!("{} (live)", view["state"].as_str().unwrap_or("running")),
+        ok: None,
+        started_unix_ms: Some(run.start_unix_ms),
+        planned: run.plan.planned_length(),
+        elapsed,
+        scenarios: scenario_rows(&run.plan),
+        targets: run.plan.origins(),
+        regions: run.series.iter().map(RegionSeries::snapshot).collect(),
+        totals: run.merged.clone(),
+        vus_max: None,
+        open_model: run
+            .plan
+            .scenarios
+            .iter()
+            .any(|s| s.executor.is_open_model()),
+        thresholds: run
+            .plan
+            .thresholds
+            .iter()
+            .map(|d| {
+                let (observed, ok) = threshold::passes(d, &run.merged, elapsed);
+                report::ThresholdRow::from(&ThresholdResult {
+                    def: d.clone(),
+                    observed,
+                    ok,
+                })
+            })
+            .collect(),
+        notes: notes(&view),
+    }
+}
+
+/// The abort reason and agent errors of a run's view.
+fn notes(view: &Value) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(reason) = view["abort"]["reason"].as_str() {
+        notes.push(format!("aborted: {reason}"));
+    }
+    for a in view["agents"].as_array().into_iter().flatten() {
+        if let Some(e) = a["error"].as_str() {
+            notes.push(format!(
+                "agent {} ({}): {e}",
+                a["name"].as_str().unwrap_or("?"),
+                a["region"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    notes
+}
+
+/// The report of a finished run from its stored result and report data.
+/// Data that cannot be read is left out (the page says "no data") rather
+/// than refusing the page; a run stored before reports existed still shows
+/// its merged latency distribution.
+fn finished_report(result: &Value, stored: Option<&[u8]>) -> report::RunData {
+    let stored: Option<StoredReport> = stored.and_then(|b| serde_json::from_slice(b).ok());
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).ok();
+    let mut totals = stored
+        .as_ref()
+        .and_then(|r| b64(&r.stats))
+        .and_then(|b| <v1::LoadStats as prost::Message>::decode(b.as_slice()).ok())
+        .and_then(|w| remote::from_wire(&w).ok())
+        .map(|(s, _)| s);
+    if totals.is_none() {
+        let mut s = Stats::default();
+        if let Some(h) = result["histograms"]["http_req_duration"]["merged"]
+            .as_str()
+            .and_then(b64)
+            .and_then(|b| histogram::decode(&b).ok())
+        {
+            s.duration = h;
+        }
+        let m = &result["metrics"];
+        s.reqs = m["http_reqs"].as_u64().unwrap_or(0);
+        s.failed = m["http_req_failed"].as_u64().unwrap_or(0).min(s.reqs);
+        s.iterations = m["iterations"].as_u64().unwrap_or(0);
+        s.dropped = m["dropped_iterations"].as_u64().unwrap_or(0);
+        totals = Some(s);
+    }
+    let regions: Vec<report::Series> = match &stored {
+        Some(r) => r
+            .series
+            .iter()
+            .map(|(region, points)| {
+                b64(points)
+                    .and_then(|b| report::Series::decode(region.as_str(), &b).ok())
+                    .unwrap_or_else(|| report::Series::new(region.as_str()))
+            })
+            .collect(),
+        None => result["regions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(report::Series::new)
+            .collect(),
+    };
+    let state = result["state"].as_str().unwrap_or("unknown");
+    let thresholds = result["thresholds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let metric = t["metric"].as_str().unwrap_or("?");
+            report::ThresholdRow {
+                metric: metric.to_owned(),
+                threshold: t["threshold"].as_str().unwrap_or("?").to_owned(),
+                observed: t["observed"].as_f64(),
+                unit: report::unit_of(metric),
+                ok: t["ok"].as_bool().unwrap_or(false),
+                abort_on_fail: t["abort_on_fail"].as_bool().unwrap_or(false),
+            }
+        })
+        .collect();
+    let elapsed = result["elapsed_s"]
+        .as_f64()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+        .map_or(Duration::ZERO, Duration::from_secs_f64);
+    report::RunData {
+        title: format!(
+            "distributed load run {}",
+            result["id"].as_str().unwrap_or("?")
+        ),
+        id: result["id"].as_str().unwrap_or("").to_owned(),
+        state: match result["verdict"].as_str() {
+            Some(v) if v != state => format!("{state} ({})", v.replace('_', " ")),
+            _ => state.to_owned(),
+        },
+        ok: Some(state == "passed"),
+        started_unix_ms: result["start_unix_ms"].as_i64(),
+        planned: stored
+            .as_ref()
+            .map_or(Duration::ZERO, |r| Duration::from_millis(r.planned_ms)),
+        elapsed,
+        scenarios: stored
+            .as_ref()
+            .map(|r| {
+                r.scenarios
+                    .iter()
+                    .map(|(name, executor)| report::ScenarioRow {
+                        name: name.clone(),
+                        executor: executor.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        targets: result["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        regions,
+        totals: totals.unwrap_or_default(),
+        vus_max: None,
+        open_model: stored.as_ref().is_some_and(|r| r.open_model),
+        thresholds,
+        notes: notes(result),
     }
 }
 
@@ -672,4 +1055,102 @@ fn view(run: &Run) -> Value {
             "http_req_waiting": trend(&m.waiting),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interval(reqs: u64, failed: u64, latency_ms: &[u64]) -> Stats {
+        let mut s = Stats::default();
+        for ms in latency_ms {
+            histogram::record_micros(&mut s.duration, ms * 1000);
+        }
+        s.reqs = reqs;
+        s.failed = failed;
+        s
+    }
+
+    #[test]
+    fn a_region_second_is_the_union_of_its_agents() {
+        let mut rs = RegionSeries::new("eu");
+        // Agent A reports seconds 1 and 2; agent B only second 1 so far.
+        rs.add(1, &interval(2, 0, &[10, 10]));
+        rs.add(2, &interval(1, 1, &[50]));
+        rs.add(1, &interval(2, 1, &[100, 100]));
+        rs.settle(1);
+        assert_eq!(rs.series.points.len(), 1);
+        let p = rs.series.points[0];
+        assert_eq!((p.t, p.reqs, p.failed, p.samples), (1, 4, 1, 4));
+        // p50 of {10, 10, 100, 100} and p99 from B's samples: a max over
+        // the agents' own percentiles would say the same only by chance.
+        assert!((9_990..=10_010).contains(&p.p50_us), "{p:?}");
+        assert!((99_900..=100_100).contains(&p.p99_us), "{p:?}");
+        // Second 2 waits for B, but a live report shows it.
+        assert_eq!(rs.pending.len(), 1);
+        assert_eq!(rs.snapshot().points.len(), 2);
+        // A second far behind is settled anyway once the cap is passed.
+        for t in 3..=(MAX_PENDING_SECONDS as u64 + 3) {
+            rs.add(t, &interval(1, 0, &[1]));
+        }
+        rs.settle(1);
+        assert_eq!(rs.pending.len(), MAX_PENDING_SECONDS);
+        assert_eq!(rs.series.points.last().unwrap().t, 3);
+        // A late report for a settled second is not drawn twice.
+        rs.add(2, &interval(5, 0, &[1]));
+        rs.settle(u64::MAX);
+        let ts: Vec<u64> = rs.series.points.iter().map(|p| p.t).collect();
+        assert!(ts.windows(2).all(|w| w[0] < w[1]), "{ts:?}");
+    }
+
+    #[test]
+    fn a_finished_report_is_read_back_from_what_is_stored() {
+        let mut merged = interval(10, 2, &[5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+        merged.iterations = 10;
+        let mut eu = report::Series::new("eu");
+        eu.points
+            .push(report::Point::from_interval(1, &interval(6, 1, &[5, 6])));
+        let mut us = report::Series::new("us");
+        us.points
+            .push(report::Point::from_interval(1, &interval(4, 1, &[7])));
+        let b64 = |b: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(b);
+        let stored = StoredReport {
+            planned_ms: 3000,
+            open_model: true,
+            scenarios: vec![("api".into(), "constant-arrival-rate".into())],
+            stats: b64(prost::Message::encode_to_vec(&remote::to_wire(&merged, 0))),
+            series: vec![
+                ("eu".into(), b64(eu.encode())),
+                ("us".into(), b64(us.encode())),
+            ],
+        };
+        let result = json!({
+            "id": "lt-1", "state": "failed", "verdict": "thresholds_failed",
+            "regions": ["eu", "us"], "targets": ["http://127.0.0.1:1"],
+            "start_unix_ms": 1_800_000_000_000i64, "elapsed_s": 3.2,
+            "agents": [{"name": "a", "region": "eu", "error": null}],
+            "thresholds": [{"metric": "http_req_duration", "threshold": "p(95)<1",
+                            "observed": 14.0, "ok": false, "abort_on_fail": false}],
+        });
+        let bytes = serde_json::to_vec(&stored).unwrap();
+        let data = finished_report(&result, Some(&bytes));
+        assert_eq!(data.regions, vec![eu, us]);
+        assert_eq!(data.totals.reqs, 10);
+        assert_eq!(data.totals.duration, merged.duration);
+        assert_eq!(data.planned, Duration::from_millis(3000));
+        assert_eq!(data.state, "failed (thresholds failed)");
+        assert_eq!(data.ok, Some(false));
+        assert!(data.open_model);
+        assert_eq!(data.thresholds[0].unit, "ms");
+        assert!(!data.thresholds[0].ok);
+
+        // Damaged or missing report data: the page still renders, from the
+        // result alone.
+        for stored in [None, Some(&b"{not json"[..])] {
+            let data = finished_report(&result, stored);
+            assert_eq!(data.regions.len(), 2);
+            assert!(data.regions.iter().all(|r| r.points.is_empty()));
+            assert!(report::render(&data).contains(">no data</text>"));
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! - [`client`]: one keep-alive HTTP/1.1 connection per VU, timed in k6 phases.
 //! - [`metrics`]: k6 metric names and the sharded per-second recorders.
 //! - [`output`]: progress line, end-of-test summary, NDJSON and HdrHistogram logs.
+//! - [`report`]: the self-contained HTML report with its charts.
 //! - [`safety`]: the allowed hosts (loopback unless named).
 //!
 //! [`run`] starts every scenario at its `startTime`, folds the recorders
@@ -31,6 +32,7 @@ pub mod h1;
 pub mod metrics;
 pub mod output;
 pub mod remote;
+pub mod report;
 pub mod safety;
 pub mod threshold;
 
@@ -52,6 +54,10 @@ pub struct RunOptions {
     pub json: Option<std::path::PathBuf>,
     /// `--hlog PATH`.
     pub hlog: Option<std::path::PathBuf>,
+    /// `--out html=PATH`: the HTML report, written at the end of the run.
+    pub html: Option<std::path::PathBuf>,
+    /// The report's heading (the load file's name).
+    pub title: String,
     /// `--ca-file`: extra trust anchors (PEM) for https targets.
     pub ca_file: Option<String>,
     /// Progress on stderr: `None` for `--quiet`, else whether stderr is a TTY.
@@ -235,6 +241,8 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
     let mut aborted = false;
     let mut last_tick = start;
     let mut finished = false;
+    // Per-second figures for the HTML report: a few numbers per second.
+    let mut series = out.wants_report().then(|| report::Series::new("local"));
     while !finished {
         tokio::select! {
             joined = set.join_next() => {
@@ -261,6 +269,11 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
                 .map_err(LoadError::Other)?;
         }
         all.merge(&merged_interval);
+        if let Some(s) = series.as_mut() {
+            s.points.push(
+                report::Point::from_interval(second, &merged_interval).with_len(interval_len),
+            );
+        }
         out.hlog_interval(start, now - interval_len, interval_len, &merged_interval)
             .map_err(LoadError::Other)?;
         let elapsed = now - start;
@@ -299,6 +312,12 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
         all.merge(rest);
         rest_all.merge(rest);
     }
+    // The few requests that ended after the last fold count in the last
+    // second's rates (their latencies are in the totals, not redrawn).
+    if let Some(last) = series.as_mut().and_then(|s| s.points.last_mut()) {
+        last.reqs += rest_all.reqs;
+        last.failed += rest_all.failed;
+    }
     if let Some(r) = &opts.remote {
         if rest_all.reqs > 0 || rest_all.iterations > 0 || rest_all.dropped > 0 {
             let _ = r.intervals.send((rest_all, 0)).await;
@@ -332,6 +351,45 @@ pub async fn run(plan: LoadPlan, opts: RunOptions) -> Result<Report, LoadError> 
     let summary = output::summary(&scenario_info, &all, &results, elapsed, verdict, aborted);
     out.finish(&scenario_info, &all, &results, elapsed, verdict, aborted)
         .map_err(LoadError::Other)?;
+    if let Some(series) = series {
+        let started_unix_ms = started_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let data = report::RunData {
+            title: opts.title.clone(),
+            id: String::new(),
+            state: match (verdict, aborted) {
+                (Verdict::Passed, _) => "passed".into(),
+                (Verdict::ThresholdsFailed, false) => "thresholds failed".into(),
+                (Verdict::ThresholdsFailed, true) => {
+                    "thresholds failed (aborted by abort_on_fail)".into()
+                }
+                (Verdict::Unreachable, _) => "target unreachable".into(),
+            },
+            ok: Some(verdict == Verdict::Passed),
+            started_unix_ms: Some(started_unix_ms),
+            planned,
+            elapsed,
+            scenarios: scenario_info
+                .iter()
+                .map(|s| report::ScenarioRow {
+                    name: s.scenario.name.clone(),
+                    executor: s.scenario.executor.name().to_owned(),
+                })
+                .collect(),
+            targets: plan.origins(),
+            regions: vec![series],
+            vus_max: Some(scenario_info.iter().map(|s| s.vus_max).sum()),
+            open_model: scenario_info
+                .iter()
+                .any(|s| s.scenario.executor.is_open_model()),
+            thresholds: results.iter().map(report::ThresholdRow::from).collect(),
+            notes: Vec::new(),
+            totals: all,
+        };
+        out.report(&report::render(&data))
+            .map_err(LoadError::Other)?;
+    }
     Ok(Report {
         verdict,
         summary,

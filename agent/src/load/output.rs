@@ -1,6 +1,7 @@
 //! What a run prints and writes: the progress line (stderr), the k6-style
-//! end-of-test summary (stdout), NDJSON (`--out json=PATH`) and an
-//! HdrHistogram interval log (`--hlog PATH`).
+//! end-of-test summary (stdout), NDJSON (`--out json=PATH`), an
+//! HdrHistogram interval log (`--hlog PATH`) and the HTML report file
+//! (`--out html=PATH`, drawn by [`super::report`]).
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -65,6 +66,7 @@ pub struct ScenarioInfo<'a> {
 pub struct Outputs {
     json: Option<BufWriter<File>>,
     hlog: Option<BufWriter<File>>,
+    html: Option<BufWriter<File>>,
     progress: Option<bool>,
     seconds: u64,
 }
@@ -85,9 +87,25 @@ impl Outputs {
         Ok(Outputs {
             json: opts.json.as_deref().map(create).transpose()?,
             hlog: opts.hlog.as_deref().map(create).transpose()?,
+            // Created now so a bad path fails before the run, written at the end.
+            html: opts.html.as_deref().map(create).transpose()?,
             progress: opts.progress,
             seconds: 0,
         })
+    }
+
+    /// Whether an HTML report is asked for.
+    pub fn wants_report(&self) -> bool {
+        self.html.is_some()
+    }
+
+    /// Writes the HTML report (`--out html=PATH`).
+    pub fn report(&mut self, html: &str) -> Result<(), String> {
+        if let Some(w) = self.html.as_mut() {
+            w.write_all(html.as_bytes()).map_err(io)?;
+            w.flush().map_err(io)?;
+        }
+        Ok(())
     }
 
     /// Writes the log headers.

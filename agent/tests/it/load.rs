@@ -542,3 +542,68 @@ async fn vus_reconnect_when_the_server_closes_the_connection() {
     let min = run.metric("http_req_connecting")["min"].as_f64().unwrap();
     assert!(min > 0.001, "connecting min {min} ms");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_html_writes_the_report_beside_the_json() {
+    let t = target(None).await;
+    let file = format!(
+        "{}[thresholds]\nhttp_req_duration = [\"p(95)<0.001\"]\nhttp_req_failed = [\"rate<0.5\"]\n",
+        scenario(
+            "executor = \"constant-arrival-rate\"\nrate = 100\nduration = \"2s\"\npreAllocatedVUs = 5",
+            &t.url("/")
+        )
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let html_path = dir.path().join("report.html");
+    let out = format!("html={}", html_path.display());
+    let run = load(&file, &["--quiet", "--out", &out]).await;
+    // p(95) under 1 µs cannot hold: exit 99, and the report says which.
+    assert_eq!(run.code(), 99, "{}{}", run.stdout(), run.stderr());
+    // The NDJSON output is still written in full.
+    assert_eq!(run.metric("http_reqs")["count"], t.hits());
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(html.contains("<title>load.toml"), "{html}");
+    assert_eq!(html.matches("<svg ").count(), 4, "{html}");
+    assert!(!html.contains(">no data</text>"), "{html}");
+    for tick in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"] {
+        assert!(html.contains(&format!(">{tick}</text>")), "{tick}");
+    }
+    for line in [
+        "local p50",
+        "local p95",
+        "local p99",
+        "local req/s",
+        "local errors/s",
+    ] {
+        assert!(html.contains(&format!("data-label=\"{line}\"")), "{line}");
+    }
+    // Open model: the corrected distribution is drawn too.
+    assert!(html.contains("data-label=\"corrected for coordinated omission"));
+    assert!(html.contains("thresholds failed"));
+    let row = |needle: &str| {
+        html.lines()
+            .find(|l| l.starts_with("<tr>") && l.contains(needle))
+            .unwrap_or_else(|| panic!("no row {needle}: {html}"))
+            .to_owned()
+    };
+    assert!(row("p(95)&lt;0.001").contains("✗ FAILED"));
+    assert!(row("rate&lt;0.5").contains("✓ passed"));
+    assert!(html.contains(&format!("<b>{}</b><span>requests</span>", t.hits())));
+    assert!(!html.contains("<script"));
+    assert!(!html.contains("http://www.w3.org/1999/xlink"));
+    assert!(html.len() < 200_000, "{}", html.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_takes_each_kind_once() {
+    let file = scenario(
+        "executor = \"shared-iterations\"\nvus = 1\niterations = 1",
+        "http://127.0.0.1:9/",
+    );
+    for bad in ["json=/tmp/x.ndjson", "csv=/tmp/x.csv", "html="] {
+        let run = load(&file, &["--quiet", "--out", bad]).await;
+        assert_eq!(run.code(), 2, "{bad}: {}", run.stderr());
+        assert!(run.stderr().contains("--out"), "{bad}: {}", run.stderr());
+    }
+}

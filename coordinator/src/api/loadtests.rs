@@ -1,8 +1,9 @@
-//! `POST /api/v1/loadtests`, `GET /api/v1/loadtests`, `GET /api/v1/loadtests/{id}`.
+//! `POST /api/v1/loadtests`, `GET /api/v1/loadtests`, `GET /api/v1/loadtests/{id}`,
+//! `GET /api/v1/loadtests/{id}/report`.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -60,6 +61,29 @@ pub(super) async fn get_one(
         .get(&id)
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such load run"))
+}
+
+/// The report's content security policy: its inline CSS and SVG work, and
+/// nothing else loads or runs (no script, no fetch, no external image).
+const REPORT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
+
+pub(super) async fn report(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let html = st
+        .loadtests
+        .report(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such load run"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, REPORT_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        html,
+    )
+        .into_response())
 }
 
 pub(super) async fn list(State(st): State<ApiState>) -> Json<Value> {

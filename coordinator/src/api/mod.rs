@@ -9,6 +9,7 @@
 //! | `GET /api/v1/alerts` | alerts, outbox, silences ([`alerts`]) |
 //! | `POST /api/v1/silences`, `DELETE /api/v1/silences/{id}` | silences |
 //! | `GET/POST /api/v1/loadtests`, `GET /api/v1/loadtests/{id}` | load runs |
+//! | `GET /api/v1/loadtests/{id}/report` | a load run's HTML report |
 //! | `GET /api/v1/audit` | who changed what ([`audit`]; admin) |
 //! | `GET /metrics` | Prometheus text format ([`crate::metrics`]) |
 //!
@@ -98,6 +99,11 @@ fn table() -> Vec<Route> {
             Method::GET,
             "/api/v1/loadtests/{id}",
             get(loadtests::get_one),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/loadtests/{id}/report",
+            get(loadtests::report),
         ),
         route(Method::GET, "/api/v1/audit", get(audit::list)),
         route(Method::GET, "/metrics", get(metrics)),

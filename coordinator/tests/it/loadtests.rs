@@ -399,3 +399,118 @@ async fn loadtest_run_speaks_https_with_a_ca_file_and_refuses_plaintext_off_loop
     );
     assert!(stdout.contains("http_reqs"), "{stdout}");
 }
+
+/// `GET /api/v1/loadtests/{id}/report` with the admin token: status,
+/// lower-cased head, body.
+async fn report(http: SocketAddr, id: &str) -> (u16, String, String) {
+    let (status, head, body) = http_exchange(
+        http,
+        "GET",
+        &format!("/api/v1/loadtests/{id}/report"),
+        None,
+        Some(TEST_ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    (status, head.to_ascii_lowercase(), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_html_report_shows_both_regions_live_and_finished() {
+    let target = Target::start().await;
+    let f = fleet("").await;
+    let file = format!(
+        r#"[[scenario]]
+name = "api"
+executor = "constant-arrival-rate"
+rate = 100
+duration = "4s"
+preAllocatedVUs = 10
+
+[[scenario.request]]
+url = "http://{}/"
+
+[thresholds]
+http_req_duration = ["p(95)<2000"]
+http_reqs = ["count>100000"]
+"#,
+        target.addr
+    );
+    let body = serde_json::json!({ "file": file, "regions": ["eu", "us"] }).to_string();
+    let (status, text) = http_request(
+        f.http,
+        "POST",
+        "/api/v1/loadtests",
+        Some(&body),
+        Some(TEST_ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 201, "{text}");
+    let id = serde_json::from_str::<Value>(&text).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // While it runs: drawn from memory, with what has arrived so far.
+    let live = eventually(Duration::from_secs(10), || async {
+        let (status, _, html) = report(f.http, &id).await;
+        assert_eq!(status, 200, "{html}");
+        (html.contains("(live)") && html.contains("data-label=\"eu req/s\"")).then_some(html)
+    })
+    .await
+    .expect("a live report with data");
+    assert!(live.contains(&id));
+
+    let done = eventually(Duration::from_secs(30), || async {
+        let run = get_json(f.http, &format!("/api/v1/loadtests/{id}")).await;
+        run["verdict"].is_string().then_some(run)
+    })
+    .await
+    .expect("the run finished");
+    // count>100000 cannot hold.
+    assert_eq!(done["state"], "failed", "{done}");
+
+    let (status, head, html) = report(f.http, &id).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        head.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        head.contains(
+            "content-security-policy: default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+        ),
+        "{head}"
+    );
+    assert!(!html.contains("(live)"));
+    assert_eq!(html.matches("<svg ").count(), 4, "{html}");
+    assert!(!html.contains(">no data</text>"), "{html}");
+    for region in ["eu", "us"] {
+        for line in ["p50", "p95", "p99", "req/s", "errors/s"] {
+            assert!(
+                html.contains(&format!("data-label=\"{region} {line}\"")),
+                "{region} {line}: {html}"
+            );
+        }
+    }
+    assert!(html.contains("regions: eu, us"), "{html}");
+    let row = |needle: &str| {
+        html.lines()
+            .find(|l| l.starts_with("<tr>") && l.contains(needle))
+            .unwrap_or_else(|| panic!("no row {needle}: {html}"))
+            .to_owned()
+    };
+    assert!(row("count&gt;100000").contains("✗ FAILED"));
+    assert!(row("p(95)&lt;2000").contains("✓ passed"));
+    // The totals are the merged run's.
+    let reqs = done["metrics"]["http_reqs"].as_u64().unwrap();
+    assert!(
+        html.contains(&format!("<b>{reqs}</b><span>requests</span>")),
+        "{html}"
+    );
+    // Every request counted reached the target.
+    assert_eq!(reqs, target.count() as u64);
+
+    let (status, _, _) = report(f.http, "lt-000000000000").await;
+    assert_eq!(status, 404);
+}
