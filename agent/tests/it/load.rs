@@ -418,7 +418,11 @@ async fn the_hlog_is_read_by_the_python_hdrhistogram_reader() {
         .map(|f| f.parse().unwrap())
         .collect();
     assert_eq!(fields[0], t.hits(), "{printed}");
-    assert_eq!(t.hits(), 600);
+    // Every scheduled iteration was sent or counted as dropped (a machine
+    // busy with other work may drop a few at the start).
+    let dropped = run.metric("dropped_iterations")["count"].as_u64().unwrap();
+    assert_eq!(t.hits() + dropped, 600);
+    assert!(dropped <= 30, "dropped {dropped}");
     assert!(fields[1] >= 2, "{printed}");
     drop(run.dir);
 }

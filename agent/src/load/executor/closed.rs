@@ -25,12 +25,20 @@ pub(super) async fn closed<F>(
 ) where
     F: Fn(usize, u64) -> bool + Clone + Send + Sync + 'static,
 {
-    let mut set = JoinSet::new();
+    // Every VU is allocated before the first starts (as k6 does): a VU that
+    // finishes early must not free its slot for the next, or `vus_max`
+    // would depend on the machine's speed.
+    let mut pool = Vec::with_capacity(vus as usize);
     for index in 0..vus as usize {
-        let Some(mut vu) = sc.new_vu(engine, index) else {
+        let Some(vu) = sc.new_vu(engine, index) else {
             tracing::warn!(scenario = %sc.scenario.name, "max_vus cap reached: VU {index} not started");
             break;
         };
+        pool.push(vu);
+    }
+    let mut set = JoinSet::new();
+    for mut vu in pool {
+        let index = vu.index;
         let (sc, engine, hard, more) = (
             Arc::clone(sc),
             Arc::clone(engine),
