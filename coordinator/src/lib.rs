@@ -28,6 +28,7 @@ pub mod agent_auth;
 pub mod alert;
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod eval;
 pub mod exposition;

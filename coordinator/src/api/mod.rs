@@ -12,6 +12,7 @@
 //! | `GET /api/v1/loadtests/{id}/report` | a load run's HTML report |
 //! | `GET /api/v1/audit` | who changed what ([`audit`]; admin) |
 //! | `GET /metrics` | Prometheus text format ([`crate::metrics`]) |
+//! | `GET /`, `/assets/*` | the dashboard ([`crate::dashboard`]) |
 //!
 //! `?window=5m` (default 5 m, at most 24 h) selects the sliding window.
 //!
@@ -107,6 +108,9 @@ fn table() -> Vec<Route> {
         ),
         route(Method::GET, "/api/v1/audit", get(audit::list)),
         route(Method::GET, "/metrics", get(metrics)),
+        route(Method::GET, "/", get(crate::dashboard::index)),
+        route(Method::GET, "/assets/app.js", get(crate::dashboard::script)),
+        route(Method::GET, "/assets/app.css", get(crate::dashboard::style)),
     ]
 }
 

@@ -9,6 +9,7 @@ mod api_auth;
 mod channels;
 mod config;
 mod crash;
+mod dashboard;
 mod e2e;
 mod egress;
 mod email;
