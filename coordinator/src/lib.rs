@@ -121,6 +121,7 @@ pub async fn run(
     let store: Arc<dyn Store> = sled.clone();
     let load_runs: Arc<dyn loadtest::LoadRunStore> = sled.clone();
     let audit: Arc<dyn api::audit::AuditLog> = sled.clone();
+    let pruner = Arc::clone(&sled);
     let alerts: Arc<dyn AlertStore> = sled;
     let channels = alert::build_channels(&config.channels)?;
     let tls = match &config.server.tls {
@@ -155,6 +156,8 @@ pub async fn run(
         channels,
         token.clone(),
     );
+
+    let retention = tokio::spawn(prune_rollups_hourly(pruner, token.clone()));
 
     let grpc_token = token.clone();
     let service = vantage_proto::v1::fleet_server::FleetServer::new(fleet::FleetService::new(
@@ -218,6 +221,7 @@ pub async fn run(
         for task in alerting {
             let _ = task.await;
         }
+        let _ = retention.await;
     })
     .await;
     if drained.is_err() {
@@ -229,4 +233,24 @@ pub async fn run(
         .context("final flush task")?
         .context("final flush")?;
     Ok(())
+}
+
+/// Removes roll-ups past retention once an hour (also done at open).
+async fn prune_rollups_hourly(store: Arc<SledStore>, token: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await; // the first tick is immediate; open just pruned
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let s = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || s.prune_rollups(now_ms())).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(pruned)) => tracing::info!(pruned, "removed roll-ups past retention"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "pruning roll-ups"),
+            Err(e) => tracing::warn!(error = %e, "roll-up pruning task"),
+        }
+    }
 }

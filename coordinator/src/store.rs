@@ -8,7 +8,9 @@
 //!   range scan.
 //! - `batches`: key `agent \0 seq(be)` → empty; the idempotency set for
 //!   `(agent, seq)` and the source of `Welcome.last_stored_seq`.
-//! - `meta`: the schema version.
+//! - `rollup_1h`: hourly roll-ups per check, hour and region ([`rollup`]),
+//!   written in the same transaction as the windows.
+//! - `meta`: the schema version, and whether the roll-ups are complete.
 //!
 //! Every method is synchronous and may block on disk; async callers go through
 //! `spawn_blocking`.
@@ -19,6 +21,10 @@ use prost::Message;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use vantage_proto::v1;
+
+pub mod rollup;
+
+pub use rollup::Rollup;
 
 /// Schema version written to `meta`; bump with a migration when the key or value
 /// layout changes.
@@ -126,6 +132,15 @@ pub trait Store: Send + Sync + 'static {
         since_unix_ms: i64,
     ) -> Result<Vec<StoredWindow>, StoreError>;
 
+    /// Hourly roll-ups of `check` for hours starting in
+    /// `[from_unix_ms, to_unix_ms)`, by hour then region.
+    fn rollups(
+        &self,
+        check: &str,
+        from_unix_ms: i64,
+        to_unix_ms: i64,
+    ) -> Result<Vec<Rollup>, StoreError>;
+
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
 
@@ -147,6 +162,8 @@ pub struct SledStore {
     batches: sled::Tree,
     /// `agent \0 check` for every check ever assigned to the agent.
     assigned: sled::Tree,
+    /// Hourly roll-ups ([`rollup`]).
+    rollup: sled::Tree,
 }
 
 impl SledStore {
@@ -177,12 +194,53 @@ impl SledStore {
                 }
             }
         }
-        Ok(SledStore {
+        let store = SledStore {
             windows: db.open_tree("windows")?,
             batches: db.open_tree("batches")?,
             assigned: db.open_tree("assigned")?,
+            rollup: db.open_tree(rollup::TREE)?,
             db,
-        })
+        };
+        if meta.get(rollup::COMPLETE_KEY)?.is_none() {
+            store.rebuild_rollups()?;
+            meta.insert(rollup::COMPLETE_KEY, &[1u8][..])?;
+            store.db.flush()?;
+        }
+        let pruned = store.prune_rollups(crate::now_ms())?;
+        if pruned > 0 {
+            tracing::info!(
+                pruned,
+                "removed roll-ups past the 400-day retention"
+            );
+        }
+        Ok(store)
+    }
+
+    /// Rebuilds the hourly roll-ups from the stored windows. Runs at open
+    /// when they are not known to be complete: a store from before roll-ups
+    /// existed, or one whose rebuild was interrupted (the marker is written
+    /// only after it finished). Reads every stored window once.
+    pub fn rebuild_rollups(&self) -> Result<(), StoreError> {
+        if self.windows.is_empty() {
+            self.rollup.clear()?;
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        tracing::info!("building hourly roll-ups from the stored windows");
+        let (windows, rollups) = rollup::rebuild(&self.windows, &self.rollup, crate::now_ms())?;
+        tracing::info!(
+            windows,
+            rollups,
+            took_ms = started.elapsed().as_millis() as u64,
+            "hourly roll-ups built"
+        );
+        Ok(())
+    }
+
+    /// Removes roll-ups past retention ([`rollup::RETENTION_MS`]); returns how
+    /// many. Runs at open and then hourly.
+    pub fn prune_rollups(&self, now_ms: i64) -> Result<usize, StoreError> {
+        rollup::prune(&self.rollup, now_ms)
     }
 }
 
@@ -276,6 +334,11 @@ impl SledStore {
         windows: &[v1::Window],
     ) -> Result<IngestOutcome, StoreError> {
         let marker = batch_key(agent, seq);
+        let now = crate::now_ms();
+        let mut added = rollup::Deltas::default();
+        for w in windows {
+            added.add(region, w, now);
+        }
         let encoded: Vec<(Vec<u8>, Vec<u8>)> = windows
             .iter()
             .map(|w| {
@@ -289,17 +352,29 @@ impl SledStore {
                 (key, value)
             })
             .collect();
-        (&self.windows, &self.batches)
-            .transaction(|(tw, tb)| {
+        (&self.windows, &self.batches, &self.rollup)
+            .transaction(|(tw, tb, tr)| {
                 if tb.get(&marker)?.is_some() {
                     return Ok(IngestOutcome::Duplicate);
                 }
                 let mut replaced_windows = 0;
+                // The closure may run again on a conflict: start from a copy.
+                let mut deltas = added.clone();
                 for (k, v) in &encoded {
-                    if tw.insert(k.as_slice(), v.as_slice())?.is_some() {
+                    if let Some(old) = tw.insert(k.as_slice(), v.as_slice())? {
                         replaced_windows += 1;
+                        // The newer copy wins in the roll-up too.
+                        match StoredWindow::decode(old.as_ref()) {
+                            Ok(old) => deltas.subtract(&old, now),
+                            Err(e) => tracing::warn!(error = %e,
+                                "replaced window does not decode; its roll-up may count it twice"),
+                        }
                     }
                 }
+                deltas.for_each_update(
+                    |k| tr.get(k),
+                    |k, v| tr.insert(k, v).map(drop),
+                )?;
                 tb.insert(marker.as_slice(), &[][..])?;
                 Ok::<_, ConflictableTransactionError<()>>(IngestOutcome::Stored {
                     replaced_windows,
@@ -395,6 +470,15 @@ impl Store for SledStore {
             out.push(w);
         }
         Ok(out)
+    }
+
+    fn rollups(
+        &self,
+        check: &str,
+        from_unix_ms: i64,
+        to_unix_ms: i64,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        rollup::range(&self.rollup, check, from_unix_ms, to_unix_ms)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

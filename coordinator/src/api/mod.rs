@@ -6,6 +6,8 @@
 //! | `GET /api/v1/agents` | connected agents |
 //! | `GET /api/v1/checks` | every check with per-region and merged summaries |
 //! | `GET /api/v1/checks/{name}` | one check, with phase percentiles |
+//! | `GET /api/v1/checks/{name}/history` | uptime and latency buckets, 24 h or 30 d ([`history`]) |
+//! | `GET /api/v1/checks/{name}/series` | 60-point latency series per region ([`history`]) |
 //! | `GET /api/v1/alerts` | alerts, outbox, silences ([`alerts`]) |
 //! | `POST /api/v1/silences`, `DELETE /api/v1/silences/{id}` | silences |
 //! | `GET/POST /api/v1/loadtests`, `GET /api/v1/loadtests/{id}` | load runs |
@@ -35,6 +37,7 @@ use crate::config::{CheckConfig, Config};
 pub mod alerts;
 pub mod audit;
 pub mod auth;
+pub mod history;
 mod loadtests;
 
 /// Largest request body accepted (RELIABILITY.md API4).
@@ -82,6 +85,16 @@ fn table() -> Vec<Route> {
         route(Method::GET, "/api/v1/agents", get(agents)),
         route(Method::GET, "/api/v1/checks", get(list_checks)),
         route(Method::GET, "/api/v1/checks/{name}", get(get_check)),
+        route(
+            Method::GET,
+            "/api/v1/checks/{name}/history",
+            get(history::get_history),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/checks/{name}/series",
+            get(history::get_series),
+        ),
         route(Method::GET, "/api/v1/alerts", get(alerts::list)),
         route(Method::POST, "/api/v1/silences", post(alerts::create)),
         route(

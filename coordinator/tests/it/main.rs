@@ -15,6 +15,7 @@ mod egress;
 mod email;
 mod fuzz_corpus;
 mod grpc_input;
+mod history;
 mod honesty;
 mod loadtests;
 mod metrics;
