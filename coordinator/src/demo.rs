@@ -143,6 +143,10 @@ pub async fn run(
         // long as this process.
         println!("API token for this demo (admin): {token}");
         println!(
+            "  dashboard: http://{}/ (any user name, the token as the password)",
+            bound.http
+        );
+        println!(
             "  curl -s -H \"Authorization: Bearer {token}\" http://{}/api/v1/checks",
             bound.http
         );

@@ -208,10 +208,7 @@ impl SledStore {
         }
         let pruned = store.prune_rollups(crate::now_ms())?;
         if pruned > 0 {
-            tracing::info!(
-                pruned,
-                "removed roll-ups past the 400-day retention"
-            );
+            tracing::info!(pruned, "removed roll-ups past the 400-day retention");
         }
         Ok(store)
     }
@@ -371,10 +368,7 @@ impl SledStore {
                         }
                     }
                 }
-                deltas.for_each_update(
-                    |k| tr.get(k),
-                    |k, v| tr.insert(k, v).map(drop),
-                )?;
+                deltas.for_each_update(|k| tr.get(k), |k, v| tr.insert(k, v).map(drop))?;
                 tb.insert(marker.as_slice(), &[][..])?;
                 Ok::<_, ConflictableTransactionError<()>>(IngestOutcome::Stored {
                     replaced_windows,

@@ -195,7 +195,10 @@ impl Bucket {
 }
 
 /// Regions to show: `configured` in order, then others with data, by name.
-fn region_order<'a>(configured: &[String], with_data: impl Iterator<Item = &'a String>) -> Vec<String> {
+fn region_order<'a>(
+    configured: &[String],
+    with_data: impl Iterator<Item = &'a String>,
+) -> Vec<String> {
     let mut out = configured.to_vec();
     let mut extra: Vec<String> = with_data
         .filter(|r| !configured.contains(r))
@@ -237,7 +240,10 @@ pub fn history(
             let buckets = (0..n)
                 .map(|i| {
                     let empty = Bucket::default();
-                    let b = data.as_ref().and_then(|d| d.get(i as usize)).unwrap_or(&empty);
+                    let b = data
+                        .as_ref()
+                        .and_then(|d| d.get(i as usize))
+                        .unwrap_or(&empty);
                     let (availability, [p50, p95, p99]) = b.figures();
                     HistoryBucket {
                         start_unix_ms: first + i * step,
@@ -308,7 +314,10 @@ pub fn series(
             let points = (0..SERIES_POINTS)
                 .map(|i| {
                     let empty = Bucket::default();
-                    let b = data.as_ref().and_then(|d| d.get(i as usize)).unwrap_or(&empty);
+                    let b = data
+                        .as_ref()
+                        .and_then(|d| d.get(i as usize))
+                        .unwrap_or(&empty);
                     let (availability, [p50, p95, p99]) = b.figures();
                     SeriesPoint {
                         t_unix_ms: first + i * step,
@@ -358,9 +367,8 @@ pub(super) async fn get_history(
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<HistoryBody>, ApiError> {
     let regions = configured(&st, &name)?;
-    let range = Range::parse(q.range.as_deref().unwrap_or("24h")).ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, "range: expected 24h or 30d")
-    })?;
+    let range = Range::parse(q.range.as_deref().unwrap_or("24h"))
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "range: expected 24h or 30d"))?;
     let body = tokio::task::spawn_blocking(move || {
         history(st.store.as_ref(), &name, &regions, range, crate::now_ms())
     })
@@ -446,7 +454,11 @@ mod tests {
         let day = history(&s, "site", &regions(), Range::Day, now).unwrap();
         assert_eq!((day.range, day.bucket_s), ("24h", 3600));
         let names: Vec<_> = day.regions.iter().map(|r| r.region.as_str()).collect();
-        assert_eq!(names, ["us", "eu", "ap"], "configured first, then with data");
+        assert_eq!(
+            names,
+            ["us", "eu", "ap"],
+            "configured first, then with data"
+        );
         let eu = &day.regions[1].buckets;
         assert_eq!(eu.len(), 24);
         assert_eq!(eu[23].start_unix_ms, today + 10 * HOUR_MS);

@@ -127,11 +127,16 @@ function lineChart(container, series, opts = {}) {
   root.append(svg("line", { x1: L, x2: L, y1: T, y2: H - B, class: "axis" }));
   for (const s of series) {
     let d = "";
-    let pen = false;
-    for (const [t, v] of s.points) {
-      if (v === null || v === undefined) { pen = false; continue; }
-      d += `${pen ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`;
-      pen = true;
+    const pts = s.points;
+    const has = (i) => i >= 0 && i < pts.length && pts[i][1] !== null && pts[i][1] !== undefined;
+    for (let i = 0; i < pts.length; i++) {
+      if (!has(i)) continue;
+      const [t, v] = pts[i];
+      d += `${has(i - 1) ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`;
+      // A point without neighbours would be an invisible line: a dot.
+      if (!has(i - 1) && !has(i + 1)) {
+        root.append(svg("circle", { cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 3, fill: s.color }));
+      }
     }
     if (!d) continue;
     const path = svg("path", { d, fill: "none", stroke: s.color, "stroke-width": 2, "data-series": s.label });

@@ -215,7 +215,8 @@ fn saturating_sub(a: &Histogram<u64>, b: &Histogram<u64>) -> Histogram<u64> {
         let n = v.count_at_value().saturating_sub(b.count_at(value));
         if n > 0 {
             // Invariant: auto-resizing; only count overflow could fail.
-            out.record_n(value, n).expect("auto-resizing histogram record");
+            out.record_n(value, n)
+                .expect("auto-resizing histogram record");
         }
     }
     out
@@ -438,7 +439,10 @@ mod tests {
         ];
         s.ingest("a", "eu", 1, &ws).unwrap();
         let r = s.rollups("web", h, h + 2 * HOUR_MS).unwrap();
-        let hours: Vec<_> = r.iter().map(|r| (r.hour_start_unix_ms, r.attempts)).collect();
+        let hours: Vec<_> = r
+            .iter()
+            .map(|r| (r.hour_start_unix_ms, r.attempts))
+            .collect();
         assert_eq!(hours, [(h, 20), (h + HOUR_MS, 4)]);
         assert_eq!((r[0].successes, r[0].late_attempts), (19, 2));
         let p50 = |r: &Rollup| r.latency.value_at_quantile(0.5) as f64 / 1000.0;
@@ -448,7 +452,10 @@ mod tests {
         // The range is half-open and by hour start.
         assert_eq!(s.rollups("web", h - HOUR_MS, h).unwrap()[0].attempts, 1);
         assert!(s.rollups("web", h + 1, h + HOUR_MS).unwrap().is_empty());
-        assert!(s.rollups("we", h - HOUR_MS, h + 2 * HOUR_MS).unwrap().is_empty());
+        assert!(s
+            .rollups("we", h - HOUR_MS, h + 2 * HOUR_MS)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -479,7 +486,10 @@ mod tests {
             }
         );
         let r = s.rollups("web", h, h + HOUR_MS).unwrap();
-        assert_eq!((r[0].attempts, r[0].successes, r[0].late_attempts), (4, 1, 2));
+        assert_eq!(
+            (r[0].attempts, r[0].successes, r[0].late_attempts),
+            (4, 1, 2)
+        );
         assert_eq!(r[0].latency.len(), 4);
         assert_eq!(r[0].latency.count_between(19_000, 21_000), 0);
         // The same window from another agent in the region adds up.
@@ -551,8 +561,13 @@ mod tests {
             assert_eq!(left, [h + HOUR_MS], "{check}");
         }
         // Windows older than retention are not rolled up at all.
-        s.ingest("x", "eu", 9, &[window("old", h - RETENTION_MS - DAY_MS, &[1], 1)])
-            .unwrap();
+        s.ingest(
+            "x",
+            "eu",
+            9,
+            &[window("old", h - RETENTION_MS - DAY_MS, &[1], 1)],
+        )
+        .unwrap();
         assert!(all(&s, "old").is_empty());
         assert_eq!(s.windows_since("old", i64::MIN).unwrap().len(), 1);
     }

@@ -127,8 +127,22 @@ ca_file = "{ca}"
             _ => {}
         }
     }
-    let _ = node.kill();
-    let status = node.wait().unwrap();
+    // The driver exits by itself after DONE or FAIL (bounded); otherwise it
+    // is stopped.
+    let finished = transcript
+        .iter()
+        .any(|l| l == "DONE" || l.starts_with("FAIL"));
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = node.try_wait().unwrap() {
+            break s;
+        }
+        if !finished || std::time::Instant::now() > until {
+            let _ = node.kill();
+            break node.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(
         transcript.iter().any(|l| l == "DONE") && status.success(),
         "the browser test failed:\n{}",
