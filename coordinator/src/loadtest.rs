@@ -999,6 +999,32 @@ fn ms(us: u64) -> f64 {
     round3(us as f64 / 1000.0)
 }
 
+/// Requests, failures and latency percentiles per region so far: the
+/// agents of each region merged.
+fn by_region(run: &Run) -> Vec<Value> {
+    let mut regions: Vec<(&str, Stats)> = Vec::new();
+    for a in &run.agents {
+        match regions.iter_mut().find(|(r, _)| *r == a.region) {
+            Some((_, s)) => s.merge(&a.totals),
+            None => {
+                let mut s = Stats::default();
+                s.merge(&a.totals);
+                regions.push((&a.region, s));
+            }
+        }
+    }
+    regions
+        .iter()
+        .map(|(region, s)| {
+            let p = |q: f64| (!s.duration.is_empty()).then(|| ms(s.duration.value_at_quantile(q)));
+            json!({
+                "region": region, "http_reqs": s.reqs, "http_req_failed": s.failed,
+                "p50": p(0.5), "p95": p(0.95), "p99": p(0.99),
+            })
+        })
+        .collect()
+}
+
 /// The live view of a run.
 fn view(run: &Run) -> Value {
     let now = crate::now_ms();
@@ -1040,6 +1066,7 @@ fn view(run: &Run) -> Value {
             "aborted": a.aborted, "error": a.error,
             "http_reqs": a.totals.reqs, "iterations": a.totals.iterations,
         })).collect::<Vec<_>>(),
+        "by_region": by_region(run),
         "metrics": {
             "http_reqs": m.reqs,
             "http_reqs_rate": if elapsed_s > 0.0 { round3(m.reqs as f64 / elapsed_s) } else { 0.0 },

@@ -305,10 +305,8 @@ async function refreshLive() {
     const m = v.metrics || {};
     const now = Date.now();
     const perRegion = new Map();
-    for (const a of v.agents || []) {
-      const p = perRegion.get(a.region) || { reqs: 0 };
-      p.reqs += a.http_reqs || 0;
-      perRegion.set(a.region, p);
+    for (const r of v.by_region || []) {
+      perRegion.set(r.region, { reqs: r.http_reqs || 0, failed: r.http_req_failed || 0, p95: r.p95 });
     }
     const rates = {};
     if (live.last) {
@@ -330,10 +328,13 @@ async function refreshLive() {
         el("div", {}, "Rate", el("b", { "data-figure": "rate" }, `${(m.http_reqs_rate || 0).toFixed(1)}/s`)),
         el("div", {}, "p95", el("b", { "data-figure": "p95" }, ms(p95))),
         el("div", {}, "Errors", el("b", { "data-figure": "errors" }, String(m.http_req_failed || 0)))));
-    const table = el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Region"), el("th", {}, "Requests"), el("th", {}, "Rate now"))));
+    const table = el("table", {}, el("thead", {}, el("tr", {},
+      el("th", {}, "Region"), el("th", {}, "Requests"), el("th", {}, "Rate now"), el("th", {}, "p95"), el("th", {}, "Errors"))));
     const tb = el("tbody");
     for (const [region, p] of perRegion) {
-      tb.append(el("tr", { "data-live-region": region }, el("td", {}, region), el("td", {}, String(p.reqs)), el("td", {}, `${(rates[region] || 0).toFixed(1)}/s`)));
+      tb.append(el("tr", { "data-live-region": region }, el("td", {}, region), el("td", {}, String(p.reqs)),
+        el("td", {}, `${(rates[region] || 0).toFixed(1)}/s`), el("td", { "data-figure": "p95" }, ms(p.p95)),
+        el("td", { "data-figure": "errors" }, String(p.failed))));
     }
     table.append(tb);
     panel.append(table);

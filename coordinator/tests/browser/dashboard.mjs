@@ -105,6 +105,8 @@ try {
   check(second > first, `live requests did not grow: ${first} then ${second}`);
   const liveRegions = await page.$$eval("[data-live-region]", (r) => r.map((x) => x.dataset.liveRegion));
   check(liveRegions.includes("eu") && liveRegions.includes("us"), `live regions: ${liveRegions}`);
+  const regionP95 = await page.$$eval("[data-live-region] [data-figure=p95]", (c) => c.map((x) => x.textContent));
+  check(regionP95.length === 2 && regionP95.every((t) => / ms$/.test(t)), `p95 per region: ${regionP95}`);
   await page.screenshot({ path: join(shots, "dashboard-load.png"), fullPage: true });
 
   // The token is in no URL and in no storage.
