@@ -36,9 +36,9 @@ fn window(check: &str, start: i64, n: u64, seed: u64) -> v1::Window {
         x ^= x >> 7;
         x ^= x << 17;
         let base = 5_000 + x % 60_000;
-        let tail = if x % 20 == 0 { x % 340_000 } else { 0 };
+        let tail = if x % 100 < 5 { x % 340_000 } else { 0 };
         histogram::record_micros(&mut h, base + tail);
-        failures += u64::from(x % 50 == 0);
+        failures += u64::from((x >> 8) % 100 < 2);
     }
     v1::Window {
         check: check.to_owned(),
@@ -66,9 +66,18 @@ fn fill(store: &SledStore, now: i64) -> u64 {
         seq += 1;
         for (r, region) in REGIONS.iter().enumerate() {
             let ws: Vec<_> = (0..CHECKS)
-                .map(|c| window(&check(c), start, 360, (hour as u64) << 20 | (c as u64) << 4 | r as u64))
+                .map(|c| {
+                    window(
+                        &check(c),
+                        start,
+                        360,
+                        (hour as u64) << 20 | (c as u64) << 4 | r as u64,
+                    )
+                })
                 .collect();
-            store.ingest(&format!("agent-{region}"), region, seq, &ws).unwrap();
+            store
+                .ingest(&format!("agent-{region}"), region, seq, &ws)
+                .unwrap();
         }
     }
     let rollups_done = started.elapsed();
@@ -77,13 +86,26 @@ fn fill(store: &SledStore, now: i64) -> u64 {
     let first_window = now - now.rem_euclid(WINDOW_MS);
     for step in 0..(24 * HOUR_MS / WINDOW_MS) {
         let start = first_window - step * WINDOW_MS;
-        let checks = if step < HOUR_MS / WINDOW_MS { CHECKS } else { 1 };
+        let checks = if step < HOUR_MS / WINDOW_MS {
+            CHECKS
+        } else {
+            1
+        };
         seq += 1;
         for (r, region) in REGIONS.iter().enumerate() {
             let ws: Vec<_> = (0..checks)
-                .map(|c| window(&check(c), start, 1, (step as u64) << 20 | (c as u64) << 4 | r as u64))
+                .map(|c| {
+                    window(
+                        &check(c),
+                        start,
+                        1,
+                        (step as u64) << 20 | (c as u64) << 4 | r as u64,
+                    )
+                })
                 .collect();
-            store.ingest(&format!("agent-{region}"), region, seq, &ws).unwrap();
+            store
+                .ingest(&format!("agent-{region}"), region, seq, &ws)
+                .unwrap();
         }
     }
     eprintln!(
@@ -108,8 +130,14 @@ fn routes(c: &mut Criterion) {
     let body = history::history(&store, &name, &regions, Range::Day, now).unwrap();
     let json = serde_json::to_value(&body).unwrap();
     assert!(json["regions"][0]["buckets"][0]["attempts"].as_u64() >= Some(360));
-    let body =
-        history::series(&store, &name, &regions, SeriesWindow::parse("1h").unwrap(), now).unwrap();
+    let body = history::series(
+        &store,
+        &name,
+        &regions,
+        SeriesWindow::parse("1h").unwrap(),
+        now,
+    )
+    .unwrap();
     let json = serde_json::to_value(&body).unwrap();
     assert!(json["regions"][0]["points"][0]["attempts"].as_u64() >= Some(6));
 

@@ -210,10 +210,7 @@ impl SledStore {
         }
         let pruned = store.prune_rollups(crate::now_ms())?;
         if pruned > 0 {
-            tracing::info!(
-                pruned,
-                "removed roll-ups past the 400-day retention"
-            );
+            tracing::info!(pruned, "removed roll-ups past the 400-day retention");
         }
         Ok(store)
     }

@@ -27,7 +27,7 @@ use vantage_proto::histogram;
 use vantage_proto::v1::Phase;
 
 use super::{ApiError, ApiState};
-use crate::store::{Span, Store, StoreError};
+use crate::store::{rollup, Span, Store, StoreError};
 
 /// `?range=` of the history route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,6 @@ impl Range {
             Range::Month => 30,
         }
     }
-
 }
 
 /// `?window=` of the series route.
@@ -166,10 +165,7 @@ impl Bucket {
         self.attempts += attempts;
         self.successes += successes;
         if !latency.is_empty() {
-            let acc = self.latency.get_or_insert_with(|| {
-                // Invariant: 3 significant digits is a valid precision.
-                Histogram::new(histogram::SIGNIFICANT_DIGITS.into()).expect("valid precision")
-            });
+            let acc = self.latency.get_or_insert_with(rollup::growing);
             histogram::merge(acc, latency);
         }
     }
@@ -187,7 +183,10 @@ impl Bucket {
 }
 
 /// Regions to show: `configured` in order, then others with data, by name.
-fn region_order<'a>(configured: &[String], with_data: impl Iterator<Item = &'a String>) -> Vec<String> {
+fn region_order<'a>(
+    configured: &[String],
+    with_data: impl Iterator<Item = &'a String>,
+) -> Vec<String> {
     let mut out = configured.to_vec();
     let mut extra: Vec<String> = with_data
         .filter(|r| !configured.contains(r))
@@ -230,7 +229,10 @@ pub fn history(
             let buckets = (0..n)
                 .map(|i| {
                     let empty = Bucket::default();
-                    let b = data.as_ref().and_then(|d| d.get(i as usize)).unwrap_or(&empty);
+                    let b = data
+                        .as_ref()
+                        .and_then(|d| d.get(i as usize))
+                        .unwrap_or(&empty);
                     let (availability, [p50, p95, p99]) = b.figures();
                     HistoryBucket {
                         start_unix_ms: first + i * step,
@@ -301,7 +303,10 @@ pub fn series(
             let points = (0..SERIES_POINTS)
                 .map(|i| {
                     let empty = Bucket::default();
-                    let b = data.as_ref().and_then(|d| d.get(i as usize)).unwrap_or(&empty);
+                    let b = data
+                        .as_ref()
+                        .and_then(|d| d.get(i as usize))
+                        .unwrap_or(&empty);
                     let (availability, [p50, p95, p99]) = b.figures();
                     SeriesPoint {
                         t_unix_ms: first + i * step,
@@ -351,9 +356,8 @@ pub(super) async fn get_history(
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<HistoryBody>, ApiError> {
     let regions = configured(&st, &name)?;
-    let range = Range::parse(q.range.as_deref().unwrap_or("24h")).ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, "range: expected 24h or 30d")
-    })?;
+    let range = Range::parse(q.range.as_deref().unwrap_or("24h"))
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "range: expected 24h or 30d"))?;
     let body = tokio::task::spawn_blocking(move || {
         history(st.store.as_ref(), &name, &regions, range, crate::now_ms())
     })
@@ -440,7 +444,11 @@ mod tests {
         let day = history(&s, "site", &regions(), Range::Day, now).unwrap();
         assert_eq!((day.range, day.bucket_s), ("24h", 3600));
         let names: Vec<_> = day.regions.iter().map(|r| r.region.as_str()).collect();
-        assert_eq!(names, ["us", "eu", "ap"], "configured first, then with data");
+        assert_eq!(
+            names,
+            ["us", "eu", "ap"],
+            "configured first, then with data"
+        );
         let eu = &day.regions[1].buckets;
         assert_eq!(eu.len(), 24);
         assert_eq!(eu[23].start_unix_ms, today + 10 * HOUR_MS);
@@ -467,7 +475,10 @@ mod tests {
         assert_eq!(eu[29].attempts, 12);
         assert_eq!(eu[28].attempts, 1, "23:59:50 belongs to yesterday");
         assert_eq!(eu[0].start_unix_ms, today - 29 * DAY_MS);
-        assert_eq!(eu[0].attempts, 3, "29 days back is the first bucket; 30 back is not shown");
+        assert_eq!(
+            eu[0].attempts, 3,
+            "29 days back is the first bucket; 30 back is not shown"
+        );
         let json = serde_json::to_value(&month).unwrap();
         assert!(json["regions"][0]["buckets"][0]["p95"].is_null());
         assert_eq!(json["regions"][1]["buckets"][29]["successes"], 11);

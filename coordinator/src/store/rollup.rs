@@ -133,9 +133,9 @@ fn unordered_ms(b: [u8; 8]) -> i64 {
 /// An empty histogram that grows to what is merged into it (a
 /// [`histogram::new_latency`] preallocates the full 1 µs..1 h range, about
 /// 190 KiB, which adds up over a batch of many checks).
-fn growing() -> Histogram<u64> {
+pub(crate) fn growing() -> Histogram<u64> {
     // Invariant: 3 significant digits is a valid precision.
-    Histogram::new(histogram::SIGNIFICANT_DIGITS.into()).expect("valid precision")
+    Histogram::new(histogram::SIGNIFICANT_DIGITS).expect("valid precision")
 }
 
 /// Sums of some windows.
@@ -259,7 +259,8 @@ fn saturating_sub(a: &Histogram<u64>, b: &Histogram<u64>) -> Histogram<u64> {
         let n = v.count_at_value().saturating_sub(b.count_at(value));
         if n > 0 {
             // Invariant: auto-resizing; only count overflow could fail.
-            out.record_n(value, n).expect("auto-resizing histogram record");
+            out.record_n(value, n)
+                .expect("auto-resizing histogram record");
         }
     }
     out
@@ -651,8 +652,13 @@ mod tests {
             assert!(days.iter().all(|d| d.0 > h), "{check}");
         }
         // Windows older than retention are not rolled up at all.
-        s.ingest("x", "eu", 9, &[window("old", h - RETENTION_MS - DAY_MS, &[1], 1)])
-            .unwrap();
+        s.ingest(
+            "x",
+            "eu",
+            9,
+            &[window("old", h - RETENTION_MS - DAY_MS, &[1], 1)],
+        )
+        .unwrap();
         assert_eq!(all(&s, "old"), (vec![], vec![]));
         assert_eq!(s.windows_since("old", i64::MIN).unwrap().len(), 1);
     }

@@ -104,12 +104,18 @@ async fn history_and_series_show_each_region_and_a_failing_one() {
         (&day["check"], &day["range"], &day["bucket_s"]),
         (&"flaky".into(), &"24h".into(), &3600.into())
     );
-    assert_eq!((&month["range"], &month["bucket_s"]), (&"30d".into(), &86_400.into()));
+    assert_eq!(
+        (&month["range"], &month["bucket_s"]),
+        (&"30d".into(), &86_400.into())
+    );
     assert_eq!(
         (&series["check"], &series["window_s"], &series["step_s"]),
         (&"flaky".into(), &900.into(), &15.into())
     );
-    assert_eq!((&hour["window_s"], &hour["step_s"]), (&3600.into(), &60.into()));
+    assert_eq!(
+        (&hour["window_s"], &hour["step_s"]),
+        (&3600.into(), &60.into())
+    );
     assert_buckets(&day, "buckets", "start_unix_ms", 24, HOUR_MS);
     assert_buckets(&month, "buckets", "start_unix_ms", 30, DAY_MS);
     assert_buckets(&series, "points", "t_unix_ms", 60, 15_000);
@@ -126,10 +132,17 @@ async fn history_and_series_show_each_region_and_a_failing_one() {
     // (right after an hour or day boundary the data may sit in the one
     // before, so look at the last two).
     let hour_now = |t: i64| t - t.rem_euclid(HOUR_MS);
-    let last = newest(&day, "eu", "buckets")["start_unix_ms"].as_i64().unwrap();
-    assert!((hour_now(before)..=hour_now(after)).contains(&last), "{last}");
+    let last = newest(&day, "eu", "buckets")["start_unix_ms"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        (hour_now(before)..=hour_now(after)).contains(&last),
+        "{last}"
+    );
     let day_now = |t: i64| t - t.rem_euclid(DAY_MS);
-    let last = newest(&month, "eu", "buckets")["start_unix_ms"].as_i64().unwrap();
+    let last = newest(&month, "eu", "buckets")["start_unix_ms"]
+        .as_i64()
+        .unwrap();
     assert!((day_now(before)..=day_now(after)).contains(&last), "{last}");
     for body in [&day, &month] {
         let (eu, eu_worst) = recent(body, "eu", "buckets", 2);
