@@ -8,8 +8,9 @@
 //!   range scan.
 //! - `batches`: key `agent \0 seq(be)` → empty; the idempotency set for
 //!   `(agent, seq)` and the source of `Welcome.last_stored_seq`.
-//! - `rollup_1h`: hourly roll-ups per check, hour and region ([`rollup`]),
-//!   written in the same transaction as the windows.
+//! - `rollup_1h`, `rollup_1d`: hourly and daily roll-ups per check, hour (or
+//!   day) and region ([`rollup`]), written in the same transaction as the
+//!   windows.
 //! - `meta`: the schema version, and whether the roll-ups are complete.
 //!
 //! Every method is synchronous and may block on disk; async callers go through
@@ -24,7 +25,7 @@ use vantage_proto::v1;
 
 pub mod rollup;
 
-pub use rollup::Rollup;
+pub use rollup::{Rollup, Span};
 
 /// Schema version written to `meta`; bump with a migration when the key or value
 /// layout changes.
@@ -132,11 +133,12 @@ pub trait Store: Send + Sync + 'static {
         since_unix_ms: i64,
     ) -> Result<Vec<StoredWindow>, StoreError>;
 
-    /// Hourly roll-ups of `check` for hours starting in
-    /// `[from_unix_ms, to_unix_ms)`, by hour then region.
+    /// Hourly or daily roll-ups of `check` starting in
+    /// `[from_unix_ms, to_unix_ms)`, by start then region.
     fn rollups(
         &self,
         check: &str,
+        span: Span,
         from_unix_ms: i64,
         to_unix_ms: i64,
     ) -> Result<Vec<Rollup>, StoreError>;
@@ -162,8 +164,8 @@ pub struct SledStore {
     batches: sled::Tree,
     /// `agent \0 check` for every check ever assigned to the agent.
     assigned: sled::Tree,
-    /// Hourly roll-ups ([`rollup`]).
-    rollup: sled::Tree,
+    /// Hourly and daily roll-ups ([`rollup`]).
+    rollups: rollup::Trees,
 }
 
 impl SledStore {
@@ -198,7 +200,7 @@ impl SledStore {
             windows: db.open_tree("windows")?,
             batches: db.open_tree("batches")?,
             assigned: db.open_tree("assigned")?,
-            rollup: db.open_tree(rollup::TREE)?,
+            rollups: rollup::Trees::open(&db)?,
             db,
         };
         if meta.get(rollup::COMPLETE_KEY)?.is_none() {
@@ -213,23 +215,25 @@ impl SledStore {
         Ok(store)
     }
 
-    /// Rebuilds the hourly roll-ups from the stored windows. Runs at open
+    /// Rebuilds the roll-ups from the stored windows. Runs at open
     /// when they are not known to be complete: a store from before roll-ups
     /// existed, or one whose rebuild was interrupted (the marker is written
     /// only after it finished). Reads every stored window once.
     pub fn rebuild_rollups(&self) -> Result<(), StoreError> {
         if self.windows.is_empty() {
-            self.rollup.clear()?;
+            for span in Span::ALL {
+                self.rollups.of(span).clear()?;
+            }
             return Ok(());
         }
         let started = std::time::Instant::now();
-        tracing::info!("building hourly roll-ups from the stored windows");
-        let (windows, rollups) = rollup::rebuild(&self.windows, &self.rollup, crate::now_ms())?;
+        tracing::info!("building hourly and daily roll-ups from the stored windows");
+        let (windows, rollups) = rollup::rebuild(&self.windows, &self.rollups, crate::now_ms())?;
         tracing::info!(
             windows,
             rollups,
             took_ms = started.elapsed().as_millis() as u64,
-            "hourly roll-ups built"
+            "roll-ups built"
         );
         Ok(())
     }
@@ -237,7 +241,11 @@ impl SledStore {
     /// Removes roll-ups past retention ([`rollup::RETENTION_MS`]); returns how
     /// many. Runs at open and then hourly.
     pub fn prune_rollups(&self, now_ms: i64) -> Result<usize, StoreError> {
-        rollup::prune(&self.rollup, now_ms)
+        let mut removed = 0;
+        for span in Span::ALL {
+            removed += rollup::prune(self.rollups.of(span), now_ms)?;
+        }
+        Ok(removed)
     }
 }
 
@@ -349,8 +357,13 @@ impl SledStore {
                 (key, value)
             })
             .collect();
-        (&self.windows, &self.batches, &self.rollup)
-            .transaction(|(tw, tb, tr)| {
+        (
+            &self.windows,
+            &self.batches,
+            &self.rollups.hourly,
+            &self.rollups.daily,
+        )
+            .transaction(|(tw, tb, th, td)| {
                 if tb.get(&marker)?.is_some() {
                     return Ok(IngestOutcome::Duplicate);
                 }
@@ -368,7 +381,14 @@ impl SledStore {
                         }
                     }
                 }
-                deltas.for_each_update(|k| tr.get(k), |k, v| tr.insert(k, v).map(drop))?;
+                let tree = |span| match span {
+                    Span::Hour => th,
+                    Span::Day => td,
+                };
+                deltas.for_each_update(
+                    |span, k| tree(span).get(k),
+                    |span, k, v| tree(span).insert(k, v).map(drop),
+                )?;
                 tb.insert(marker.as_slice(), &[][..])?;
                 Ok::<_, ConflictableTransactionError<()>>(IngestOutcome::Stored {
                     replaced_windows,
@@ -469,10 +489,11 @@ impl Store for SledStore {
     fn rollups(
         &self,
         check: &str,
+        span: Span,
         from_unix_ms: i64,
         to_unix_ms: i64,
     ) -> Result<Vec<Rollup>, StoreError> {
-        rollup::range(&self.rollup, check, from_unix_ms, to_unix_ms)
+        rollup::range(self.rollups.of(span), check, from_unix_ms, to_unix_ms)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

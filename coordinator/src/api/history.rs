@@ -2,8 +2,8 @@
 //! latency charts.
 //!
 //! - `GET /api/v1/checks/{name}/history?range=24h|30d`: 24 hourly or 30 daily
-//!   (UTC) buckets ending with the current one, from the hourly roll-ups
-//!   ([`crate::store::rollup`]). 30 days is 720 roll-ups per region.
+//!   (UTC) buckets ending with the current one, from the hourly and daily
+//!   roll-ups ([`crate::store::rollup`]): 24 or 30 records per region.
 //! - `GET /api/v1/checks/{name}/series?window=15m|1h|6h|24h`: 60 points per
 //!   region, `step = window / 60`, from the raw windows: the 24 h series has
 //!   24-minute steps, finer than the roll-ups' hour. Only the `Total`
@@ -27,8 +27,7 @@ use vantage_proto::histogram;
 use vantage_proto::v1::Phase;
 
 use super::{ApiError, ApiState};
-use crate::store::rollup::{day_start, hour_start, DAY_MS, HOUR_MS};
-use crate::store::{Store, StoreError};
+use crate::store::{rollup, Span, Store, StoreError};
 
 /// `?range=` of the history route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +55,10 @@ impl Range {
         }
     }
 
-    fn bucket_ms(self) -> i64 {
+    fn span(self) -> Span {
         match self {
-            Range::Day => HOUR_MS,
-            Range::Month => DAY_MS,
+            Range::Day => Span::Hour,
+            Range::Month => Span::Day,
         }
     }
 
@@ -67,14 +66,6 @@ impl Range {
         match self {
             Range::Day => 24,
             Range::Month => 30,
-        }
-    }
-
-    /// Start of the bucket that holds `now_ms`.
-    fn current(self, now_ms: i64) -> i64 {
-        match self {
-            Range::Day => hour_start(now_ms),
-            Range::Month => day_start(now_ms),
         }
     }
 }
@@ -174,10 +165,7 @@ impl Bucket {
         self.attempts += attempts;
         self.successes += successes;
         if !latency.is_empty() {
-            let acc = self.latency.get_or_insert_with(|| {
-                // Invariant: 3 significant digits is a valid precision.
-                Histogram::new(histogram::SIGNIFICANT_DIGITS.into()).expect("valid precision")
-            });
+            let acc = self.latency.get_or_insert_with(rollup::growing);
             histogram::merge(acc, latency);
         }
     }
@@ -218,13 +206,14 @@ pub fn history(
     range: Range,
     now_ms: i64,
 ) -> Result<HistoryBody, StoreError> {
-    let step = range.bucket_ms();
+    let span = range.span();
+    let step = span.ms();
     let n = range.buckets();
-    let last = range.current(now_ms);
+    let last = span.start(now_ms);
     let first = last - (n - 1) * step;
     let mut per_region: BTreeMap<String, Vec<Bucket>> = BTreeMap::new();
-    for r in store.rollups(check, first, last + step)? {
-        let i = (r.hour_start_unix_ms - first).div_euclid(step);
+    for r in store.rollups(check, span, first, last + step)? {
+        let i = (r.start_unix_ms - first).div_euclid(step);
         let Ok(i) = usize::try_from(i) else { continue };
         let buckets = per_region
             .entry(r.region)
@@ -403,6 +392,7 @@ pub(super) async fn get_series(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::rollup::{day_start, DAY_MS, HOUR_MS};
     use crate::store::SledStore;
     use vantage_proto::v1;
 
@@ -485,7 +475,10 @@ mod tests {
         assert_eq!(eu[29].attempts, 12);
         assert_eq!(eu[28].attempts, 1, "23:59:50 belongs to yesterday");
         assert_eq!(eu[0].start_unix_ms, today - 29 * DAY_MS);
-        assert_eq!(eu[0].attempts, 3, "the day 30 days back is not shown");
+        assert_eq!(
+            eu[0].attempts, 3,
+            "29 days back is the first bucket; 30 back is not shown"
+        );
         let json = serde_json::to_value(&month).unwrap();
         assert!(json["regions"][0]["buckets"][0]["p95"].is_null());
         assert_eq!(json["regions"][1]["buckets"][29]["successes"], 11);

@@ -1,14 +1,18 @@
-//! Hourly roll-ups of the stored windows: per check, UTC hour and region, the
-//! attempts, successes, late attempts and the merged whole-attempt (`Total`)
-//! latency histogram. They let the API answer "the last 30 days" from 720
-//! small records per region instead of every raw window.
+//! Hourly and daily roll-ups of the stored windows: per check, UTC hour (or
+//! day) and region, the attempts, successes, late attempts and the merged
+//! whole-attempt (`Total`) latency histogram. They let the API answer "the
+//! last 24 hours" from 24 and "the last 30 days" from 30 small records per
+//! region instead of every raw window.
 //!
-//! Tree `rollup_1h`: key `check \0 hour_start_ms(ordered, be) region` →
-//! [`RollupValue`]; ordered by check then time, so a check's history is one
-//! range scan.
+//! Trees `rollup_1h` and `rollup_1d`: key `check \0 start_ms(ordered, be)
+//! region` → [`RollupValue`]; ordered by check then time, so a check's
+//! history is one range scan. The daily tree is kept because reading 720
+//! hourly histograms per region for 30 days measured about 150 ms per check
+//! (README, History and series), too slow for 200 checks.
 //!
-//! A window counts in the hour its start falls in (windows are aligned to the
-//! wall clock and last at most 5 minutes, so none crosses an hour).
+//! A window counts in the hour and day its start falls in (windows are
+//! aligned to the wall clock and last at most 5 minutes, so none crosses an
+//! hour).
 //!
 //! Roll-ups are updated in the same sled transaction as the windows they
 //! summarize ([`super::SledStore`]'s `write_batch`), so they are exactly as
@@ -31,11 +35,44 @@ pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 24 * HOUR_MS;
 /// How long roll-ups are kept: 400 days (raw windows are not affected).
 pub const RETENTION_MS: i64 = 400 * DAY_MS;
-/// Name of the roll-up tree.
-pub(crate) const TREE: &str = "rollup_1h";
-/// Key in `meta` written once the roll-up tree holds every stored window:
+/// Key in `meta` written once the roll-up trees hold every stored window:
 /// absent on a store from before roll-ups, or after a crash mid-rebuild.
-pub(crate) const COMPLETE_KEY: &str = "rollup_1h_complete";
+pub(crate) const COMPLETE_KEY: &str = "rollups_complete";
+
+/// The length of a roll-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Span {
+    /// A UTC hour (tree `rollup_1h`).
+    Hour,
+    /// A UTC day (tree `rollup_1d`).
+    Day,
+}
+
+impl Span {
+    /// Both spans, each rolled up at ingest.
+    pub const ALL: [Span; 2] = [Span::Hour, Span::Day];
+
+    /// Length in milliseconds.
+    pub fn ms(self) -> i64 {
+        match self {
+            Span::Hour => HOUR_MS,
+            Span::Day => DAY_MS,
+        }
+    }
+
+    /// Start of the span that `ms` falls in.
+    pub fn start(self, ms: i64) -> i64 {
+        ms - ms.rem_euclid(self.ms())
+    }
+
+    /// Name of its sled tree.
+    pub(crate) fn tree(self) -> &'static str {
+        match self {
+            Span::Hour => "rollup_1h",
+            Span::Day => "rollup_1d",
+        }
+    }
+}
 /// Accumulators kept in memory while rebuilding before they are written out
 /// (each holds a histogram of a few tens of KiB).
 const REBUILD_FLUSH_EVERY: usize = 64;
@@ -54,11 +91,11 @@ pub(crate) struct RollupValue {
     histogram: Vec<u8>,
 }
 
-/// One hour of one check in one region.
+/// One hour or day of one check in one region.
 #[derive(Debug, Clone)]
 pub struct Rollup {
-    /// Start of the UTC hour, unix ms.
-    pub hour_start_unix_ms: i64,
+    /// Start of the UTC hour or day, unix ms.
+    pub start_unix_ms: i64,
     /// Region of the agents.
     pub region: String,
     /// Probe attempts.
@@ -73,17 +110,17 @@ pub struct Rollup {
 
 /// Start of the UTC hour that `ms` falls in.
 pub fn hour_start(ms: i64) -> i64 {
-    ms - ms.rem_euclid(HOUR_MS)
+    Span::Hour.start(ms)
 }
 
 /// Start of the UTC day that `ms` falls in.
 pub fn day_start(ms: i64) -> i64 {
-    ms - ms.rem_euclid(DAY_MS)
+    Span::Day.start(ms)
 }
 
-pub(crate) fn key(check: &str, hour_start_ms: i64, region: &str) -> Vec<u8> {
+pub(crate) fn key(check: &str, start_ms: i64, region: &str) -> Vec<u8> {
     let mut k = window_prefix(check);
-    k.extend_from_slice(&ordered_ms(hour_start_ms));
+    k.extend_from_slice(&ordered_ms(start_ms));
     k.extend_from_slice(region.as_bytes());
     k
 }
@@ -96,9 +133,9 @@ fn unordered_ms(b: [u8; 8]) -> i64 {
 /// An empty histogram that grows to what is merged into it (a
 /// [`histogram::new_latency`] preallocates the full 1 µs..1 h range, about
 /// 190 KiB, which adds up over a batch of many checks).
-fn growing() -> Histogram<u64> {
+pub(crate) fn growing() -> Histogram<u64> {
     // Invariant: 3 significant digits is a valid precision.
-    Histogram::new(histogram::SIGNIFICANT_DIGITS.into()).expect("valid precision")
+    Histogram::new(histogram::SIGNIFICANT_DIGITS).expect("valid precision")
 }
 
 /// Sums of some windows.
@@ -126,14 +163,14 @@ impl Acc {
 }
 
 /// What a set of windows changes in each roll-up: added windows and
-/// replaced (subtracted) ones, by roll-up key.
+/// replaced (subtracted) ones, by span and roll-up key.
 #[derive(Clone, Default)]
-pub(crate) struct Deltas(BTreeMap<Vec<u8>, (Acc, Acc)>);
+pub(crate) struct Deltas(BTreeMap<(Span, Vec<u8>), (Acc, Acc)>);
 
 impl Deltas {
     /// Counts `w` (stored for `region`), unless it is past retention.
     pub(crate) fn add(&mut self, region: &str, w: &v1::Window, now_ms: i64) {
-        if let Some(k) = Self::key_of(region, w, now_ms) {
+        for k in Self::keys_of(region, w, now_ms) {
             self.0.entry(k).or_default().0.add_window(w);
         }
     }
@@ -141,30 +178,37 @@ impl Deltas {
     /// Takes back a stored copy of a window that is being overwritten.
     pub(crate) fn subtract(&mut self, old: &StoredWindow, now_ms: i64) {
         let Some(w) = &old.window else { return };
-        if let Some(k) = Self::key_of(&old.region, w, now_ms) {
+        for k in Self::keys_of(&old.region, w, now_ms) {
             self.0.entry(k).or_default().1.add_window(w);
         }
     }
 
-    fn key_of(region: &str, w: &v1::Window, now_ms: i64) -> Option<Vec<u8>> {
-        let hour = hour_start(w.start_unix_ms);
-        (hour >= now_ms.saturating_sub(RETENTION_MS)).then(|| key(&w.check, hour, region))
+    fn keys_of<'a>(
+        region: &'a str,
+        w: &'a v1::Window,
+        now_ms: i64,
+    ) -> impl Iterator<Item = (Span, Vec<u8>)> + 'a {
+        let oldest = now_ms.saturating_sub(RETENTION_MS);
+        Span::ALL.into_iter().filter_map(move |span| {
+            let start = span.start(w.start_unix_ms);
+            (start >= oldest).then(|| (span, key(&w.check, start, region)))
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
-    /// Writes each touched roll-up: `put(key, current + added - replaced)`,
-    /// with the current value read through `get`.
+    /// Writes each touched roll-up: `put(span, key, current + added -
+    /// replaced)`, with the current value read through `get`.
     pub(crate) fn for_each_update<E>(
         &self,
-        mut get: impl FnMut(&[u8]) -> Result<Option<sled::IVec>, E>,
-        mut put: impl FnMut(&[u8], Vec<u8>) -> Result<(), E>,
+        mut get: impl FnMut(Span, &[u8]) -> Result<Option<sled::IVec>, E>,
+        mut put: impl FnMut(Span, &[u8], Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
-        for (k, (add, sub)) in &self.0 {
-            let cur = get(k)?;
-            put(k, apply(k, cur.as_deref(), add, sub))?;
+        for ((span, k), (add, sub)) in &self.0 {
+            let cur = get(*span, k)?;
+            put(*span, k, apply(k, cur.as_deref(), add, sub))?;
         }
         Ok(())
     }
@@ -228,11 +272,11 @@ pub(crate) fn decode(prefix_len: usize, k: &[u8], v: &[u8]) -> Result<Rollup, St
         key: String::from_utf8_lossy(k).into_owned(),
         reason,
     };
-    let hour = k
+    let start = k
         .get(prefix_len..prefix_len + 8)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map(unordered_ms)
-        .ok_or_else(|| corrupt("roll-up key without an hour".into()))?;
+        .ok_or_else(|| corrupt("roll-up key without a start".into()))?;
     let region = String::from_utf8_lossy(&k[prefix_len + 8..]).into_owned();
     let value = RollupValue::decode(v).map_err(|e| corrupt(e.to_string()))?;
     let latency = if value.histogram.is_empty() {
@@ -241,7 +285,7 @@ pub(crate) fn decode(prefix_len: usize, k: &[u8], v: &[u8]) -> Result<Rollup, St
         histogram::decode(&value.histogram).map_err(|e| corrupt(e.to_string()))?
     };
     Ok(Rollup {
-        hour_start_unix_ms: hour,
+        start_unix_ms: start,
         region,
         attempts: value.attempts,
         successes: value.successes,
@@ -250,7 +294,7 @@ pub(crate) fn decode(prefix_len: usize, k: &[u8], v: &[u8]) -> Result<Rollup, St
     })
 }
 
-/// Roll-ups of `check` for hours starting in `[from_ms, to_ms)`, by hour
+/// Roll-ups of `check` in `tree` starting in `[from_ms, to_ms)`, by start
 /// then region.
 pub(crate) fn range(
     tree: &sled::Tree,
@@ -271,27 +315,53 @@ pub(crate) fn range(
         .collect()
 }
 
-/// Rebuilds the roll-up tree from `windows` (all of them within retention):
-/// clears it, then reads the windows once, in key order, keeping at most a
+/// The roll-up trees, by span.
+pub(crate) struct Trees {
+    pub(crate) hourly: sled::Tree,
+    pub(crate) daily: sled::Tree,
+}
+
+impl Trees {
+    pub(crate) fn open(db: &sled::Db) -> Result<Self, sled::Error> {
+        Ok(Trees {
+            hourly: db.open_tree(Span::Hour.tree())?,
+            daily: db.open_tree(Span::Day.tree())?,
+        })
+    }
+
+    pub(crate) fn of(&self, span: Span) -> &sled::Tree {
+        match span {
+            Span::Hour => &self.hourly,
+            Span::Day => &self.daily,
+        }
+    }
+}
+
+/// Rebuilds the roll-up trees from `windows` (all of them within retention):
+/// clears them, then reads the windows once, in key order, keeping at most a
 /// few accumulators in memory. Returns (windows read, roll-ups written).
 pub(crate) fn rebuild(
     windows: &sled::Tree,
-    rollup: &sled::Tree,
+    trees: &Trees,
     now_ms: i64,
 ) -> Result<(u64, usize), StoreError> {
-    rollup.clear()?;
+    for span in Span::ALL {
+        trees.of(span).clear()?;
+    }
     let mut deltas = Deltas::default();
     let mut read = 0u64;
     let write = |deltas: &mut Deltas| -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batches = [sled::Batch::default(), sled::Batch::default()];
         deltas.for_each_update(
-            |k| rollup.get(k),
-            |k, v| {
-                batch.insert(k, v);
+            |span, k| trees.of(span).get(k),
+            |span, k, v| {
+                batches[span as usize].insert(k, v);
                 Ok(())
             },
         )?;
-        rollup.apply_batch(batch)?;
+        for (span, batch) in Span::ALL.into_iter().zip(batches) {
+            trees.of(span).apply_batch(batch)?;
+        }
         *deltas = Deltas::default();
         Ok(())
     };
@@ -312,11 +382,11 @@ pub(crate) fn rebuild(
         }
     }
     write(&mut deltas)?;
-    Ok((read, rollup.len()))
+    Ok((read, trees.hourly.len() + trees.daily.len()))
 }
 
-/// Removes roll-ups of hours that started more than [`RETENTION_MS`] before
-/// `now_ms`, one check at a time. Returns how many were removed.
+/// Removes roll-ups that started more than [`RETENTION_MS`] before `now_ms`,
+/// one check at a time. Returns how many were removed.
 pub(crate) fn prune(rollup: &sled::Tree, now_ms: i64) -> Result<usize, StoreError> {
     let cutoff = ordered_ms(now_ms.saturating_sub(RETENTION_MS));
     let mut removed = 0;
@@ -393,7 +463,7 @@ mod tests {
                     .map(|v| (v.value_iterated_to(), v.count_at_value()))
                     .collect();
                 (
-                    r.hour_start_unix_ms,
+                    r.start_unix_ms,
                     r.region,
                     r.attempts,
                     r.successes,
@@ -404,8 +474,14 @@ mod tests {
             .collect()
     }
 
-    fn all(s: &SledStore, check: &str) -> Vec<Flat> {
-        flat(s.rollups(check, i64::MIN / 2, i64::MAX / 2).unwrap())
+    /// Hourly roll-ups, then daily ones.
+    fn all(s: &SledStore, check: &str) -> (Vec<Flat>, Vec<Flat>) {
+        let get = |span| flat(s.rollups(check, span, i64::MIN / 2, i64::MAX / 2).unwrap());
+        (get(Span::Hour), get(Span::Day))
+    }
+
+    fn hourly(s: &SledStore, check: &str, from: i64, to: i64) -> Vec<Rollup> {
+        s.rollups(check, Span::Hour, from, to).unwrap()
     }
 
     /// An hour start two days ago: inside retention, whatever the clock.
@@ -438,11 +514,8 @@ mod tests {
             window("web", h + HOUR_MS, &slow, 0),   // first of the next
         ];
         s.ingest("a", "eu", 1, &ws).unwrap();
-        let r = s.rollups("web", h, h + 2 * HOUR_MS).unwrap();
-        let hours: Vec<_> = r
-            .iter()
-            .map(|r| (r.hour_start_unix_ms, r.attempts))
-            .collect();
+        let r = hourly(&s, "web", h, h + 2 * HOUR_MS);
+        let hours: Vec<_> = r.iter().map(|r| (r.start_unix_ms, r.attempts)).collect();
         assert_eq!(hours, [(h, 20), (h + HOUR_MS, 4)]);
         assert_eq!((r[0].successes, r[0].late_attempts), (19, 2));
         let p50 = |r: &Rollup| r.latency.value_at_quantile(0.5) as f64 / 1000.0;
@@ -450,12 +523,22 @@ mod tests {
         assert_eq!(r[0].latency.len(), 20);
         assert!((499.0..501.0).contains(&p50(&r[1])), "{}", p50(&r[1]));
         // The range is half-open and by hour start.
-        assert_eq!(s.rollups("web", h - HOUR_MS, h).unwrap()[0].attempts, 1);
-        assert!(s.rollups("web", h + 1, h + HOUR_MS).unwrap().is_empty());
-        assert!(s
-            .rollups("we", h - HOUR_MS, h + 2 * HOUR_MS)
-            .unwrap()
-            .is_empty());
+        assert_eq!(hourly(&s, "web", h - HOUR_MS, h)[0].attempts, 1);
+        assert!(hourly(&s, "web", h + 1, h + HOUR_MS).is_empty());
+        assert!(hourly(&s, "we", h - HOUR_MS, h + 2 * HOUR_MS).is_empty());
+        // The same windows by UTC day: whichever days they fall in, the
+        // attempts and samples add up, and each day holds its own.
+        let days = s.rollups("web", Span::Day, 0, i64::MAX / 2).unwrap();
+        assert_eq!(days.iter().map(|d| d.attempts).sum::<u64>(), 25);
+        assert_eq!(days.iter().map(|d| d.latency.len()).sum::<u64>(), 25);
+        for d in &days {
+            let expect: u64 = ws
+                .iter()
+                .filter(|w| day_start(w.start_unix_ms) == d.start_unix_ms)
+                .map(|w| w.attempts)
+                .sum();
+            assert_eq!(d.attempts, expect);
+        }
     }
 
     #[test]
@@ -466,7 +549,7 @@ mod tests {
         let first = [window("web", h, &[10_000, 20_000], 2)];
         s.ingest("a", "eu", 1, &first).unwrap();
         let once = all(&s, "web");
-        assert_eq!(once[0].2, 2);
+        assert_eq!((once.0[0].2, once.1[0].2), (2, 2));
         assert_eq!(
             s.ingest("a", "eu", 1, &first).unwrap(),
             IngestOutcome::Duplicate
@@ -485,16 +568,19 @@ mod tests {
                 replaced_windows: 1
             }
         );
-        let r = s.rollups("web", h, h + HOUR_MS).unwrap();
-        assert_eq!(
-            (r[0].attempts, r[0].successes, r[0].late_attempts),
-            (4, 1, 2)
-        );
-        assert_eq!(r[0].latency.len(), 4);
-        assert_eq!(r[0].latency.count_between(19_000, 21_000), 0);
+        let day = s
+            .rollups("web", Span::Day, day_start(h), day_start(h) + 1)
+            .unwrap();
+        assert_eq!(day.len(), 1);
+        let r = hourly(&s, "web", h, h + HOUR_MS);
+        for r in r.iter().chain(&day) {
+            assert_eq!((r.attempts, r.successes, r.late_attempts), (4, 1, 2));
+            assert_eq!(r.latency.len(), 4);
+            assert_eq!(r.latency.count_between(19_000, 21_000), 0);
+        }
         // The same window from another agent in the region adds up.
         s.ingest("b", "eu", 1, &first).unwrap();
-        assert_eq!(s.rollups("web", h, h + HOUR_MS).unwrap()[0].attempts, 6);
+        assert_eq!(hourly(&s, "web", h, h + HOUR_MS)[0].attempts, 6);
     }
 
     #[test]
@@ -524,13 +610,15 @@ mod tests {
             s.ingest("a", "eu", 1000, &[window("web", h, &[77_000], 0)])
                 .unwrap();
             incremental = (all(&s, "web"), all(&s, "db"));
-            assert_eq!(incremental.0.len(), 3 * 2);
+            assert_eq!(incremental.0 .0.len(), 3 * 2);
+            assert!(!incremental.0 .1.is_empty());
 
             s.rebuild_rollups().unwrap();
             assert_eq!((all(&s, "web"), all(&s, "db")), incremental);
 
             // A store from before roll-ups: no tree contents, no marker.
-            s.rollup.clear().unwrap();
+            s.rollups.hourly.clear().unwrap();
+            s.rollups.daily.clear().unwrap();
             s.db.open_tree("meta")
                 .unwrap()
                 .remove(COMPLETE_KEY)
@@ -553,12 +641,15 @@ mod tests {
             ];
             s.ingest("x", "eu", i as u64 + 1, &ws).unwrap();
         }
-        assert_eq!(s.prune_rollups(h + RETENTION_MS).unwrap(), 0);
-        // One hour later the first hour of every check is past retention.
-        assert_eq!(s.prune_rollups(h + RETENTION_MS + HOUR_MS).unwrap(), 3);
+        assert_eq!(s.prune_rollups(day_start(h) + RETENTION_MS).unwrap(), 0);
+        // One hour later the first hour of every check, and the day it is
+        // in, are past retention.
+        assert_eq!(s.prune_rollups(h + RETENTION_MS + HOUR_MS).unwrap(), 6);
         for check in ["a", "b", "c"] {
-            let left: Vec<_> = all(&s, check).into_iter().map(|r| r.0).collect();
-            assert_eq!(left, [h + HOUR_MS], "{check}");
+            let (hours, days) = all(&s, check);
+            let hours: Vec<_> = hours.into_iter().map(|r| r.0).collect();
+            assert_eq!(hours, [h + HOUR_MS], "{check}");
+            assert!(days.iter().all(|d| d.0 > h), "{check}");
         }
         // Windows older than retention are not rolled up at all.
         s.ingest(
@@ -568,7 +659,7 @@ mod tests {
             &[window("old", h - RETENTION_MS - DAY_MS, &[1], 1)],
         )
         .unwrap();
-        assert!(all(&s, "old").is_empty());
+        assert_eq!(all(&s, "old"), (vec![], vec![]));
         assert_eq!(s.windows_since("old", i64::MIN).unwrap().len(), 1);
     }
 }
