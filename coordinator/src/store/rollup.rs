@@ -5,7 +5,7 @@
 //! region instead of every raw window.
 //!
 //! Trees `rollup_1h` and `rollup_1d`: key `check \0 start_ms(ordered, be)
-//! region` → [`RollupValue`]; ordered by check then time, so a check's
+//! region` → `RollupValue`; ordered by check then time, so a check's
 //! history is one range scan. The daily tree is kept because reading 720
 //! hourly histograms per region for 30 days measured about 150 ms per check
 //! (README, History and series), too slow for 200 checks.
@@ -18,7 +18,7 @@
 //! summarize ([`super::SledStore`]'s `write_batch`), so they are exactly as
 //! durable as the windows: a duplicate batch writes neither, and a window
 //! rewritten under a new seq has its old copy subtracted before the new one is
-//! added. They can always be rebuilt from the windows ([`rebuild`]).
+//! added. They can always be rebuilt from the windows (`rebuild`).
 
 use std::collections::BTreeMap;
 
