@@ -198,6 +198,57 @@ fn region_order<'a>(
     out
 }
 
+/// `n` buckets per region, filled by slot; read back per region in
+/// [`region_order`], every slot present (an empty bucket where nothing ran).
+struct Buckets {
+    n: i64,
+    per_region: BTreeMap<String, Vec<Bucket>>,
+}
+
+impl Buckets {
+    fn new(n: i64) -> Self {
+        Buckets {
+            n,
+            per_region: BTreeMap::new(),
+        }
+    }
+
+    /// The bucket of `region` at slot `i`, if `i` is in range.
+    fn slot(&mut self, region: String, i: i64) -> Option<&mut Bucket> {
+        let n = self.n;
+        let i = usize::try_from(i).ok()?;
+        self.per_region
+            .entry(region)
+            .or_insert_with(|| (0..n).map(|_| Bucket::default()).collect())
+            .get_mut(i)
+    }
+
+    /// Per region, one `row(slot, bucket)` for every slot.
+    fn rows<T>(
+        mut self,
+        configured: &[String],
+        row: impl Fn(i64, &Bucket) -> T,
+    ) -> Vec<(String, Vec<T>)> {
+        let empty = Bucket::default();
+        region_order(configured, self.per_region.keys())
+            .into_iter()
+            .map(|region| {
+                let data = self.per_region.remove(&region);
+                let rows = (0..self.n)
+                    .map(|i| {
+                        let b = data
+                            .as_ref()
+                            .and_then(|d| d.get(i as usize))
+                            .unwrap_or(&empty);
+                        row(i, b)
+                    })
+                    .collect();
+                (region, rows)
+            })
+            .collect()
+    }
+}
+
 /// The history of `check` at `now_ms`.
 pub fn history(
     store: &dyn Store,
@@ -211,42 +262,28 @@ pub fn history(
     let n = range.buckets();
     let last = span.start(now_ms);
     let first = last - (n - 1) * step;
-    let mut per_region: BTreeMap<String, Vec<Bucket>> = BTreeMap::new();
+    let mut buckets = Buckets::new(n);
     for r in store.rollups(check, span, first, last + step)? {
         let i = (r.start_unix_ms - first).div_euclid(step);
-        let Ok(i) = usize::try_from(i) else { continue };
-        let buckets = per_region
-            .entry(r.region)
-            .or_insert_with(|| (0..n).map(|_| Bucket::default()).collect());
-        if let Some(b) = buckets.get_mut(i) {
+        if let Some(b) = buckets.slot(r.region, i) {
             b.add(r.attempts, r.successes, &r.latency);
         }
     }
-    let regions = region_order(configured_regions, per_region.keys())
-        .into_iter()
-        .map(|region| {
-            let data = per_region.remove(&region);
-            let buckets = (0..n)
-                .map(|i| {
-                    let empty = Bucket::default();
-                    let b = data
-                        .as_ref()
-                        .and_then(|d| d.get(i as usize))
-                        .unwrap_or(&empty);
-                    let (availability, [p50, p95, p99]) = b.figures();
-                    HistoryBucket {
-                        start_unix_ms: first + i * step,
-                        attempts: b.attempts,
-                        successes: b.successes,
-                        availability,
-                        p50,
-                        p95,
-                        p99,
-                    }
-                })
-                .collect();
-            HistoryRegion { region, buckets }
+    let regions = buckets
+        .rows(configured_regions, |i, b| {
+            let (availability, [p50, p95, p99]) = b.figures();
+            HistoryBucket {
+                start_unix_ms: first + i * step,
+                attempts: b.attempts,
+                successes: b.successes,
+                availability,
+                p50,
+                p95,
+                p99,
+            }
         })
+        .into_iter()
+        .map(|(region, buckets)| HistoryRegion { region, buckets })
         .collect();
     Ok(HistoryBody {
         check: check.to_owned(),
@@ -269,24 +306,19 @@ pub fn series(
     let last = now_ms - now_ms.rem_euclid(step);
     let first = last - (SERIES_POINTS - 1) * step;
     let end = last + step;
-    let mut per_region: BTreeMap<String, Vec<Bucket>> = BTreeMap::new();
+    let mut buckets = Buckets::new(SERIES_POINTS);
     for sw in store.windows_since(check, first)? {
         let Some(w) = &sw.window else { continue };
         if w.start_unix_ms >= end {
             continue;
         }
-        let Ok(i) = usize::try_from((w.start_unix_ms - first).div_euclid(step)) else {
-            continue;
-        };
+        let i = (w.start_unix_ms - first).div_euclid(step);
         let latency = w
             .phases
             .iter()
             .find(|p| p.phase == Phase::Total as i32)
             .and_then(|p| histogram::decode(&p.histogram).ok());
-        let buckets = per_region
-            .entry(sw.region)
-            .or_insert_with(|| (0..SERIES_POINTS).map(|_| Bucket::default()).collect());
-        if let Some(b) = buckets.get_mut(i) {
+        if let Some(b) = buckets.slot(sw.region, i) {
             match &latency {
                 Some(h) => b.add(w.attempts, w.successes, h),
                 None => {
@@ -296,30 +328,20 @@ pub fn series(
             }
         }
     }
-    let regions = region_order(configured_regions, per_region.keys())
-        .into_iter()
-        .map(|region| {
-            let data = per_region.remove(&region);
-            let points = (0..SERIES_POINTS)
-                .map(|i| {
-                    let empty = Bucket::default();
-                    let b = data
-                        .as_ref()
-                        .and_then(|d| d.get(i as usize))
-                        .unwrap_or(&empty);
-                    let (availability, [p50, p95, p99]) = b.figures();
-                    SeriesPoint {
-                        t_unix_ms: first + i * step,
-                        attempts: b.attempts,
-                        availability,
-                        p50,
-                        p95,
-                        p99,
-                    }
-                })
-                .collect();
-            SeriesRegion { region, points }
+    let regions = buckets
+        .rows(configured_regions, |i, b| {
+            let (availability, [p50, p95, p99]) = b.figures();
+            SeriesPoint {
+                t_unix_ms: first + i * step,
+                attempts: b.attempts,
+                availability,
+                p50,
+                p95,
+                p99,
+            }
         })
+        .into_iter()
+        .map(|(region, points)| SeriesRegion { region, points })
         .collect();
     Ok(SeriesBody {
         check: check.to_owned(),
