@@ -287,13 +287,7 @@ max_vus = 5
         .as_str()
         .unwrap()
         .to_owned();
-    let run = eventually(Duration::from_secs(30), || async {
-        let run = get_json(http, &format!("/api/v1/loadtests/{id}")).await;
-        let state = run["state"].as_str().unwrap_or_default().to_owned();
-        (!["starting", "running", "aborting"].contains(&state.as_str())).then_some(run)
-    })
-    .await
-    .expect("the load run ended within 30 s");
+    let run = loadtest_result(http, &id).await;
     assert_eq!(run["state"], "error", "{run}");
     assert!(
         run.to_string().contains("refused by the egress policy"),

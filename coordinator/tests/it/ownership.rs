@@ -122,14 +122,7 @@ async fn run(http: SocketAddr, url: &str) -> (u16, Value) {
         return (status, value);
     }
     let id = value["id"].as_str().unwrap().to_owned();
-    let done = eventually(Duration::from_secs(30), || async {
-        let v = get_json(http, &format!("/api/v1/loadtests/{id}")).await;
-        let state = v["state"].as_str().unwrap_or_default().to_owned();
-        (!["starting", "running", "aborting"].contains(&state.as_str())).then_some(v)
-    })
-    .await
-    .expect("the run ended within 30 s");
-    (status, done)
+    (status, loadtest_result(http, &id).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -560,6 +560,17 @@ pub async fn http_exchange(
 pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
+/// The view of load run `id` once it has ended (bounded: 30 s).
+pub async fn loadtest_result(http: SocketAddr, id: &str) -> serde_json::Value {
+    eventually(Duration::from_secs(30), || async {
+        let run = get_json(http, &format!("/api/v1/loadtests/{id}")).await;
+        let state = run["state"].as_str().unwrap_or_default().to_owned();
+        (!["starting", "running", "aborting"].contains(&state.as_str())).then_some(run)
+    })
+    .await
+    .unwrap_or_else(|| panic!("load run {id} did not end within 30 s"))
+}
+
 pub async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
     let (status, body) = http_get(addr, path).await;
     assert_eq!(status, 200, "GET {path}: {body}");
