@@ -9,6 +9,7 @@
 //! - [`session`]: the gRPC session (reconnect, backoff, heartbeat).
 //! - [`oneshot`]: `vantage-agent probe URL`, a single check printed for humans.
 //! - [`load`]: `vantage-agent load FILE`, a local k6-style load test.
+//! - [`audit`]: the launch-readiness checks and `vantage-agent audit URL`.
 #![warn(missing_docs)]
 
 use std::future::Future;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+pub mod audit;
 pub mod egress;
 pub mod load;
 pub mod oneshot;

@@ -161,6 +161,119 @@ impl TlsSpec {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Launch-readiness audit checks (`redirect`, `headers`, `cors`,
+// `auth_required`, `rate_limit`, `email_dns`, `exposed_secrets`). Each is a
+// check kind of its own, run continuously by the coordinator's agents or
+// once by `vantage-agent audit`.
+
+/// `redirect`: plain HTTP goes to HTTPS, and the bare domain to the
+/// canonical host, without a downgrade hop and within `max_hops`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedirectSpec {
+    /// The canonical `https://` URL (its host is the canonical host).
+    pub url: url::Url,
+    /// Port of the plain-HTTP listener tried for the HTTP→HTTPS redirect
+    /// (80 unless the site serves plain HTTP elsewhere).
+    pub http_port: u16,
+    /// Other host names that must redirect to the canonical host (the bare
+    /// domain for a `www.` site, or the reverse).
+    pub aliases: Vec<String>,
+    /// Most redirects in one chain before it counts as too long.
+    pub max_hops: u32,
+    /// Extra trust anchors (PEM path on the agent host).
+    pub ca_file: Option<String>,
+}
+
+/// `headers`: security headers of a page and no mixed content in its HTML.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadersSpec {
+    /// The `https://` page to fetch.
+    pub url: url::Url,
+    /// Smallest accepted HSTS `max-age`, seconds (default 15552000, 180 days).
+    pub hsts_min_max_age: u64,
+    /// Whether HSTS must carry `includeSubDomains`.
+    pub hsts_include_subdomains: bool,
+    /// Extra trust anchors (PEM path on the agent host).
+    pub ca_file: Option<String>,
+}
+
+/// `cors`: a hostile `Origin` is not reflected in
+/// `Access-Control-Allow-Origin`, and no wildcard comes with credentials.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorsSpec {
+    /// The URL to send the cross-origin requests to (an API route).
+    pub url: url::Url,
+    /// The origin claimed by the requests (default `https://evil.example`).
+    pub hostile_origin: String,
+    /// Extra trust anchors (PEM path on the agent host).
+    pub ca_file: Option<String>,
+}
+
+/// `auth_required`: each protected route refuses a request without
+/// credentials and with a malformed or expired token (401 or 403, never 2xx).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthRequiredSpec {
+    /// Base URL the paths are resolved against.
+    pub url: url::Url,
+    /// Paths (or absolute URLs on the same origin) that must refuse.
+    pub paths: Vec<String>,
+    /// Request method (default GET).
+    pub method: String,
+    /// Extra trust anchors (PEM path on the agent host).
+    pub ca_file: Option<String>,
+}
+
+/// `rate_limit`: a bounded burst against a login-like route gets a 429
+/// before `max_requests` requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitSpec {
+    /// The route to send the burst to.
+    pub url: url::Url,
+    /// Request method (default POST).
+    pub method: String,
+    /// Request body (default a JSON login with a wrong password).
+    pub body: Option<String>,
+    /// `Content-Type` of the body.
+    pub content_type: Option<String>,
+    /// A 429 must come at or before this many requests (default 20; at most
+    /// [`MAX_RATE_LIMIT_BURST`]).
+    pub max_requests: u32,
+    /// The burst stops after this long whatever happened (default 10 s).
+    pub within: Duration,
+    /// Extra trust anchors (PEM path on the agent host).
+    pub ca_file: Option<String>,
+}
+
+/// Most requests one `rate_limit` burst may send.
+pub const MAX_RATE_LIMIT_BURST: u32 = 500;
+
+/// `email_dns`: SPF, DMARC, DKIM and MX of a mail domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmailDnsSpec {
+    /// The mail domain (`example.com`).
+    pub domain: String,
+    /// DKIM selectors that must be published (`<selector>._domainkey.<domain>`);
+    /// empty means the common ones are tried and one must answer.
+    pub dkim_selectors: Vec<String>,
+    /// DNS server to ask (`IP` or `IP:PORT`); `None` means the system's.
+    pub dns_server: Option<String>,
+}
+
+/// `exposed_secrets`: a page, its same-origin scripts and their source maps
+/// hold no credential-like strings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExposedSecretsSpec {
+    /// The page to start from.
+    pub url: url::Url,
+    /// Most files fetched (the page included; default 30).
+    pub max_files: u32,
+    /// Most bytes read per file (default 5 MiB).
+    pub max_file_bytes: u64,
+    /// Extra trust anchors (PEM path on the agent host).
+    pub ca_file: Option<String>,
+}
+
 /// One problem with a check spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
