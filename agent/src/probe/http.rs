@@ -28,10 +28,11 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use url::{Position, Url};
 use vantage_proto::spec::{HttpSpec, ProbeKind};
-use vantage_proto::v1::ErrorClass;
+use vantage_proto::v1::{ErrorClass, TlsFacts};
 
 use super::tcp::{resolve_and_connect, url_host};
 use super::tls::{self, TlsClient};
@@ -49,7 +50,7 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 pub const USER_AGENT_VALUE: &str = concat!("vantage-agent/", env!("CARGO_PKG_VERSION"));
 
 /// ALPN protocols offered on https, preferred first.
-const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+pub(crate) const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// Runs an [`HttpSpec`]: one request (plus redirects) whose response must
 /// have an accepted status and, optionally, contain a string.
@@ -102,7 +103,7 @@ impl HttpProbe {
     ) -> Result<Hop, ProbeError> {
         let target = Target::parse(url)?;
         let (mut sender, mut driver) = self.open(&target, deadline, out).await?;
-        let request = target.request(sender.is_h2(), req)?;
+        let request = target.request(sender.is_h2(), &req.method, &req.headers, Empty::new())?;
         let sent = Instant::now();
         let response = deadline
             .run("waiting", driver.drive(sender.send(request)))
@@ -127,25 +128,12 @@ impl HttpProbe {
         target: &Target,
         deadline: &Deadline,
         out: &mut ProbeOutcome,
-    ) -> Result<(Sender, Driver), ProbeError> {
+    ) -> Result<(Sender<Empty<Bytes>>, Driver), ProbeError> {
         let host = (target.host.as_str(), target.port);
         let tcp = resolve_and_connect(host, &self.egress, deadline, &mut out.phases).await?;
-        if !target.https {
-            return Sender::handshake(tcp, false, deadline).await;
-        }
-        let name = tls::server_name(&target.host)?;
-        let (stream, facts) = self
-            .tls
-            .handshake(tcp, &name, deadline, &mut out.phases)
-            .await?;
-        let verdict = tls::verdict(&facts);
-        out.tls = Some(facts);
-        if !self.spec.insecure_skip_verify {
-            // Nothing has been sent yet: an untrusted peer gets no request.
-            verdict?;
-        }
-        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-        Sender::handshake(stream, h2, deadline).await
+        let verify = !self.spec.insecure_skip_verify;
+        let tls = (&self.tls, verify);
+        open_http(tcp, target, tls, deadline, &mut out.phases, &mut out.tls).await
     }
 
     /// Checks the final response: its status, then its body.
@@ -277,6 +265,40 @@ impl Probe for HttpProbe {
     }
 }
 
+/// Starts HTTP over a connected `tcp` to `target`: the TLS handshake first
+/// for https (its facts stored in `facts`, and, when `verify`, a chain that
+/// does not pass ends here with class `tls` before anything is sent), then
+/// HTTP/1.1 or HTTP/2 as ALPN decides.
+///
+/// Shared by the `http` probe and the audit's bounded fetch.
+pub(crate) async fn open_http<B>(
+    tcp: TcpStream,
+    target: &Target,
+    (client, verify): (&TlsClient, bool),
+    deadline: &Deadline,
+    phases: &mut Phases,
+    facts: &mut Option<TlsFacts>,
+) -> Result<(Sender<B>, Driver), ProbeError>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if !target.https {
+        return Sender::handshake(tcp, false, deadline).await;
+    }
+    let name = tls::server_name(&target.host)?;
+    let (stream, presented) = client.handshake(tcp, &name, deadline, phases).await?;
+    let verdict = tls::verdict(&presented);
+    *facts = Some(presented);
+    if verify {
+        // Nothing has been sent yet: an untrusted peer gets no request.
+        verdict?;
+    }
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    Sender::handshake(stream, h2, deadline).await
+}
+
 /// What a hop led to.
 enum Hop {
     /// An accepted final response.
@@ -309,11 +331,11 @@ impl RequestParts {
 }
 
 /// Where one request goes, taken apart from its URL.
-struct Target {
+pub(crate) struct Target {
     /// Host to resolve or IP literal, without brackets.
-    host: String,
-    port: u16,
-    https: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) https: bool,
     /// `host[:port]` as in the URL (brackets kept), without userinfo.
     authority: String,
     /// `/path?query`.
@@ -322,7 +344,7 @@ struct Target {
 }
 
 impl Target {
-    fn parse(url: &Url) -> Result<Self, ProbeError> {
+    pub(crate) fn parse(url: &Url) -> Result<Self, ProbeError> {
         let (https, scheme) = match url.scheme() {
             "http" => (false, "http"),
             "https" => (true, "https"),
@@ -373,14 +395,22 @@ impl Target {
         })
     }
 
-    fn request(&self, h2: bool, parts: &RequestParts) -> Result<Request<Empty<Bytes>>, ProbeError> {
-        let mut request = Request::new(Empty::new());
-        *request.method_mut() = parts.method.clone();
+    /// A request for this target with `method`, `headers` (plus `Host` on
+    /// HTTP/1.1 unless given) and `body`.
+    pub(crate) fn request<B>(
+        &self,
+        h2: bool,
+        method: &Method,
+        headers: &HeaderMap,
+        body: B,
+    ) -> Result<Request<B>, ProbeError> {
+        let mut request = Request::new(body);
+        *request.method_mut() = method.clone();
         *request.uri_mut() = self.uri(h2)?;
-        *request.headers_mut() = parts.headers.clone();
+        *request.headers_mut() = headers.clone();
         if h2 {
             *request.version_mut() = Version::HTTP_2;
-        } else if !parts.headers.contains_key(HOST) {
+        } else if !headers.contains_key(HOST) {
             let host = HeaderValue::from_str(&self.authority).map_err(|e| {
                 ProbeError::new(
                     ErrorClass::Status,
@@ -409,13 +439,18 @@ fn request_headers(spec: &[(String, String)]) -> Result<HeaderMap, BuildError> {
     Ok(headers)
 }
 
-/// The request half of a hyper client connection.
-enum Sender {
-    H1(http1::SendRequest<Empty<Bytes>>),
-    H2(http2::SendRequest<Empty<Bytes>>),
+/// The request half of a hyper client connection, sending bodies of type `B`.
+pub(crate) enum Sender<B> {
+    H1(http1::SendRequest<B>),
+    H2(http2::SendRequest<B>),
 }
 
-impl Sender {
+impl<B> Sender<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     /// Starts HTTP/1.1 or HTTP/2 over `io`; the [`Driver`] must be polled for
     /// anything to move.
     async fn handshake<IO>(
@@ -451,11 +486,11 @@ impl Sender {
         }
     }
 
-    fn is_h2(&self) -> bool {
+    pub(crate) fn is_h2(&self) -> bool {
         matches!(self, Sender::H2(_))
     }
 
-    async fn send(&mut self, request: Request<Empty<Bytes>>) -> hyper::Result<Response<Incoming>> {
+    pub(crate) async fn send(&mut self, request: Request<B>) -> hyper::Result<Response<Incoming>> {
         match self {
             Sender::H1(s) => s.send_request(request).await,
             Sender::H2(s) => s.send_request(request).await,
@@ -591,12 +626,13 @@ impl<'n> Finder<'n> {
     }
 }
 
-fn is_redirect(status: StatusCode) -> bool {
+/// Whether `status` is a redirect with a `Location` to follow.
+pub(crate) fn is_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
 
 /// The class of a failure between sending the request and its headers.
-fn response_error(e: hyper::Error) -> ProbeError {
+pub(crate) fn response_error(e: hyper::Error) -> ProbeError {
     if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
         ProbeError::new(
             ErrorClass::Status,

@@ -93,7 +93,24 @@ pub(crate) async fn resolve_and_connect(
     deadline: &Deadline,
     phases: &mut Phases,
 ) -> Result<TcpStream, ProbeError> {
-    let addrs = resolve(host, port, deadline, phases).await?;
+    connect_host((host, port), None, egress, deadline, phases).await
+}
+
+/// [`resolve_and_connect`], except that a `pinned` address stands for the
+/// answer of DNS (curl's `--resolve`: auditing a site before its DNS points at
+/// it, and tests on loopback). A pinned address is still checked against
+/// `egress`, and `phases.dns` stays `None` for it.
+pub(crate) async fn connect_host(
+    (host, port): (&str, u16),
+    pinned: Option<IpAddr>,
+    egress: &EgressPolicy,
+    deadline: &Deadline,
+    phases: &mut Phases,
+) -> Result<TcpStream, ProbeError> {
+    let addrs = match pinned {
+        Some(ip) => vec![SocketAddr::new(ip, port)],
+        None => resolve(host, port, deadline, phases).await?,
+    };
     let addrs = permitted(host, addrs, egress)?;
     connect(&addrs, deadline, phases).await
 }
