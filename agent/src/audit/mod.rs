@@ -13,6 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::egress::EgressPolicy;
+use crate::probe::Deadline;
+
+mod fetch;
+mod html;
+pub mod redirect;
+#[cfg(test)]
+pub(crate) mod testsite;
 
 /// How much a failed finding weighs in the verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -58,4 +65,53 @@ pub struct AuditContext {
     /// Host names answered without DNS (curl's `--resolve`): the audit of a
     /// site before its DNS points at it, and tests on loopback.
     pub resolve: HashMap<String, IpAddr>,
+}
+
+impl AuditContext {
+    /// The deadline of one check run, starting now.
+    pub(crate) fn deadline(&self) -> Deadline {
+        Deadline::after(self.timeout)
+    }
+}
+
+/// What one verified item is, before it is judged: its title, the weight of a
+/// failure and the why/fix text a failure shows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Item {
+    pub(crate) title: &'static str,
+    pub(crate) severity: Severity,
+    pub(crate) why: &'static str,
+    pub(crate) fix: &'static str,
+}
+
+impl Item {
+    /// The finding of `check` for this item.
+    pub(crate) fn judge(
+        &self,
+        check: &'static str,
+        passed: bool,
+        evidence: Vec<String>,
+    ) -> Finding {
+        Finding {
+            check,
+            title: self.title.to_owned(),
+            passed,
+            severity: self.severity,
+            evidence,
+            why: self.why,
+            fix: self.fix,
+        }
+    }
+}
+
+/// The failed finding of a check that could not run at all (an unreadable
+/// `ca_file`, a URL it cannot request).
+pub(crate) fn not_run(check: &'static str, reason: String) -> Finding {
+    Item {
+        title: "the check could run",
+        severity: Severity::Medium,
+        why: "Nothing was verified, so the site's readiness on this point is unknown.",
+        fix: "Correct the check's settings (URL, ca_file) so it can run.",
+    }
+    .judge(check, false, vec![reason])
 }

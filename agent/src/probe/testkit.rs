@@ -161,7 +161,7 @@ pub(crate) async fn https_server(cert: ServerCert) -> SocketAddr {
     addr
 }
 
-fn spawn_accept_loop<F, Fut>(listener: TcpListener, handle: F)
+pub(crate) fn spawn_accept_loop<F, Fut>(listener: TcpListener, handle: F)
 where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -383,7 +383,7 @@ impl ServerCert {
         ServerCert::new(vec![cert.der().clone()], &key)
     }
 
-    fn server_config(self) -> rustls::ServerConfig {
+    pub(crate) fn server_config(self) -> rustls::ServerConfig {
         let versions: &[&rustls::SupportedProtocolVersion] = if self.tls12_only {
             &[&rustls::version::TLS12]
         } else {
