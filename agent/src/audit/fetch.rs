@@ -259,11 +259,6 @@ async fn read_prefix(mut body: Incoming, limit: usize) -> Result<(Vec<u8>, bool)
     Ok((read, false))
 }
 
-/// The origin of `url` (`scheme://host:port`) for same-origin comparisons.
-pub(crate) fn same_origin(a: &Url, b: &Url) -> bool {
-    a.origin() == b.origin()
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

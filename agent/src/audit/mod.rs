@@ -16,6 +16,7 @@ use crate::egress::EgressPolicy;
 use crate::probe::Deadline;
 
 mod fetch;
+pub mod headers;
 mod html;
 pub mod redirect;
 #[cfg(test)]
