@@ -11,6 +11,7 @@
 //! - `/`: an HTML page with a same-origin script, stylesheet and image;
 //! - `/static/app.js` (+ `/static/app.js.map`): the script bundle;
 //! - `/api/data`: JSON, with CORS for `https://site.test` only;
+//! - `/api/wildcard`: JSON with `*` and credentials (always wrong);
 //! - `/admin`, `/api/account`: 401 unless `Authorization: Bearer <VALID_TOKEN>`;
 //! - `/dashboard`: 302 to `/login?next=/dashboard` without a valid token;
 //! - `/login`: 401 (wrong password); 429 + `Retry-After` from request
@@ -232,6 +233,16 @@ async fn route(state: &State, tls: bool, req: Request<Incoming>) -> Response<Ful
         "/static/site.css" => text(StatusCode::OK, "text/css", "body { margin: 0 }\n"),
         "/logo.png" => text(StatusCode::OK, "image/png", "png"),
         "/api/data" => cors(c, &req, text(StatusCode::OK, "application/json", "{}")),
+        "/api/wildcard" => {
+            let mut r = text(StatusCode::OK, "application/json", "{}");
+            let h = r.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+            r
+        }
         "/admin" if !c.admin_protected => text(StatusCode::OK, "text/html", "admin panel"),
         "/admin" | "/api/account" if !authorized => {
             text(StatusCode::UNAUTHORIZED, "text/plain", "sign in\n")
