@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::egress::EgressPolicy;
 use crate::probe::Deadline;
 
+pub mod auth_required;
 pub mod cors;
 mod fetch;
 pub mod headers;
