@@ -20,6 +20,7 @@ pub mod cors;
 mod fetch;
 pub mod headers;
 mod html;
+pub mod rate_limit;
 pub mod redirect;
 #[cfg(test)]
 pub(crate) mod testsite;
