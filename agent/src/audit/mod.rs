@@ -17,6 +17,7 @@ use crate::probe::Deadline;
 
 pub mod auth_required;
 pub mod cors;
+pub mod exposed_secrets;
 mod fetch;
 pub mod headers;
 mod html;
