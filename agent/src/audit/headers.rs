@@ -1,9 +1,9 @@
 //! `headers`: the security headers of a page (HSTS, `nosniff`, framing
 //! protection, no server version) and no mixed content in its HTML.
 //!
-//! The page is fetched once (following at most [`MAX_REDIRECTS`] redirects,
-//! judged on the final response) and its first [`PAGE_LIMIT`] bytes are
-//! scanned for `http://` URLs the page loads.
+//! The page is fetched once (following at most 5 redirects, judged on the
+//! final response) and its first MiB is scanned for `http://` URLs the page
+//! loads.
 
 use vantage_proto::spec::HeadersSpec;
 
