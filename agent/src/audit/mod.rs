@@ -120,3 +120,188 @@ pub(crate) fn not_run(check: &'static str, reason: String) -> Finding {
     }
     .judge(check, false, vec![reason])
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use vantage_proto::spec::{
+        AuthRequiredSpec, CorsSpec, ExposedSecretsSpec, HeadersSpec, RateLimitSpec, RedirectSpec,
+    };
+
+    use super::testsite::{Site, SiteConfig, WWW};
+    use super::*;
+
+    /// Every check of this module against `config`, with the defaults the
+    /// specs document.
+    async fn audit(config: SiteConfig) -> Vec<Finding> {
+        let site = Site::start(config).await;
+        let cx = site.context(Duration::from_secs(10));
+        let ca_file = site.ca_file();
+        let mut findings = redirect::run(
+            &RedirectSpec {
+                url: site.https_url("/"),
+                http_port: site.http_port,
+                aliases: vec![WWW.into()],
+                max_hops: 3,
+                ca_file: ca_file.clone(),
+            },
+            &cx,
+        )
+        .await;
+        let headers = HeadersSpec {
+            url: site.https_url("/"),
+            hsts_min_max_age: 15_552_000,
+            hsts_include_subdomains: false,
+            ca_file: ca_file.clone(),
+        };
+        findings.extend(headers::run(&headers, &cx).await);
+        let cors = CorsSpec {
+            url: site.https_url("/api/data"),
+            hostile_origin: "https://evil.example".into(),
+            ca_file: ca_file.clone(),
+        };
+        findings.extend(cors::run(&cors, &cx).await);
+        let auth = AuthRequiredSpec {
+            url: site.https_url("/"),
+            paths: vec!["/admin".into(), "/api/account".into(), "/dashboard".into()],
+            method: "GET".into(),
+            ca_file: ca_file.clone(),
+        };
+        findings.extend(auth_required::run(&auth, &cx).await);
+        let rate = RateLimitSpec {
+            url: site.https_url("/login"),
+            method: "POST".into(),
+            body: Some(r#"{"user":"audit","password":"wrong"}"#.into()),
+            content_type: Some("application/json".into()),
+            max_requests: 20,
+            within: Duration::from_secs(10),
+            ca_file: ca_file.clone(),
+        };
+        findings.extend(rate_limit::run(&rate, &cx).await);
+        let secrets = ExposedSecretsSpec {
+            url: site.https_url("/"),
+            max_files: 30,
+            max_file_bytes: 5 * 1024 * 1024,
+            ca_file,
+        };
+        findings.extend(exposed_secrets::run(&secrets, &cx).await);
+        findings
+    }
+
+    fn failures(findings: &[Finding]) -> Vec<(&'static str, Severity)> {
+        findings
+            .iter()
+            .filter(|f| !f.passed)
+            .map(|f| (f.check, f.severity))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_good_site_raises_no_false_alarm() {
+        let findings = audit(SiteConfig::good()).await;
+        assert!(findings.len() >= 15, "{findings:#?}");
+        assert_eq!(failures(&findings), [], "{findings:#?}");
+        for f in &findings {
+            assert!(
+                !f.evidence.is_empty(),
+                "every finding shows its facts: {f:#?}"
+            );
+        }
+    }
+
+    /// Each fault is found by the right check, with the right severity, and
+    /// by no other check.
+    #[tokio::test]
+    async fn each_fault_is_found_once_by_its_check() {
+        let good = SiteConfig::good();
+        let faults = [
+            (
+                "no redirect",
+                SiteConfig {
+                    http_redirect: false,
+                    ..good
+                },
+                ("redirect", Severity::High),
+            ),
+            (
+                "downgrade",
+                SiteConfig {
+                    downgrade_hop: true,
+                    ..good
+                },
+                ("redirect", Severity::High),
+            ),
+            (
+                "no HSTS",
+                SiteConfig {
+                    hsts: false,
+                    ..good
+                },
+                ("headers", Severity::High),
+            ),
+            (
+                "mixed content",
+                SiteConfig {
+                    mixed_content: true,
+                    ..good
+                },
+                ("headers", Severity::Medium),
+            ),
+            (
+                "server version",
+                SiteConfig {
+                    server_version: true,
+                    ..good
+                },
+                ("headers", Severity::Low),
+            ),
+            (
+                "reflected CORS",
+                SiteConfig {
+                    cors_strict: false,
+                    ..good
+                },
+                ("cors", Severity::Critical),
+            ),
+            (
+                "open route",
+                SiteConfig {
+                    admin_protected: false,
+                    ..good
+                },
+                ("auth_required", Severity::Critical),
+            ),
+            (
+                "no rate limit",
+                SiteConfig {
+                    login_rate_limit: false,
+                    ..good
+                },
+                ("rate_limit", Severity::High),
+            ),
+            (
+                "leaked key",
+                SiteConfig {
+                    leaked_secret: true,
+                    ..good
+                },
+                ("exposed_secrets", Severity::Critical),
+            ),
+            (
+                "served .env",
+                SiteConfig {
+                    env_file: true,
+                    ..good
+                },
+                ("exposed_secrets", Severity::Critical),
+            ),
+        ];
+        for (name, config, expected) in faults {
+            let findings = audit(config).await;
+            let failed: Vec<&Finding> = findings.iter().filter(|f| !f.passed).collect();
+            assert_eq!(failures(&findings), [expected], "{name}: {failed:#?}");
+            assert!(!failed[0].why.is_empty() && !failed[0].fix.is_empty());
+        }
+    }
+}
