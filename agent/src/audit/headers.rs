@@ -342,6 +342,64 @@ mod tests {
         );
     }
 
+    fn response(headers: &[(&'static str, &'static str)]) -> Response {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in headers {
+            map.append(*name, http::HeaderValue::from_static(value));
+        }
+        Response {
+            url: "https://site.test/".parse().unwrap(),
+            status: http::StatusCode::OK,
+            headers: map,
+            body: Vec::new(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn hsts_directives_are_judged_against_the_spec() {
+        let spec = HeadersSpec {
+            url: "https://site.test/".parse().unwrap(),
+            hsts_min_max_age: 15_552_000,
+            hsts_include_subdomains: true,
+            ca_file: None,
+        };
+        let judged = |value: &'static str| {
+            let f = hsts(&response(&[("strict-transport-security", value)]), &spec);
+            (f.passed, f.evidence.last().cloned().unwrap_or_default())
+        };
+        assert!(judged("max-age=31536000; includeSubDomains; preload").0);
+        assert!(judged("Max-Age=\"31536000\" ; INCLUDESUBDOMAINS").0);
+        assert_eq!(
+            judged("max-age=300; includeSubDomains"),
+            (false, "max-age 300 is below 15552000".into())
+        );
+        assert_eq!(
+            judged("max-age=31536000"),
+            (false, "includeSubDomains is missing".into())
+        );
+        assert_eq!(
+            judged("includeSubDomains"),
+            (false, "no valid max-age".into())
+        );
+    }
+
+    #[test]
+    fn framing_is_restricted_by_either_header() {
+        let judged = |h: &[(&'static str, &'static str)]| framing(&response(h)).passed;
+        assert!(judged(&[("x-frame-options", "SAMEORIGIN")]));
+        assert!(judged(&[(
+            "content-security-policy",
+            "default-src 'self'; frame-ancestors 'none'"
+        )]));
+        assert!(!judged(&[("x-frame-options", "ALLOW-FROM https://x.test")]));
+        assert!(!judged(&[(
+            "content-security-policy",
+            "default-src 'self'"
+        )]));
+        assert!(!judged(&[]));
+    }
+
     #[test]
     fn version_numbers_are_told_from_product_names() {
         for leak in [
