@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use crate::egress::EgressPolicy;
 
+pub mod email_dns;
+
 /// How much a failed finding weighs in the verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
