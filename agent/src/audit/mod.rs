@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::egress::EgressPolicy;
 
 pub mod email_dns;
+pub mod scorecard;
 
 /// How much a failed finding weighs in the verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -22,7 +23,8 @@ pub mod email_dns;
 pub enum Severity {
     /// Worth fixing; does not hold a launch.
     Low,
-    /// Fix soon after launch.
+    /// Fix soon; a failure alone makes the verdict "ready after fixes"
+    /// (see [`scorecard::Verdict`]).
     Medium,
     /// Fix before launch ("ready after fixes").
     High,
