@@ -14,7 +14,9 @@
 //!   once `body_contains` is found), so `total` includes receiving that prefix.
 //! - URLs in messages and `final_url` never carry userinfo (credentials).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +63,8 @@ pub struct HttpProbe {
     headers: HeaderMap,
     tls: TlsClient,
     egress: Arc<EgressPolicy>,
+    /// Host names connected to without DNS (see [`HttpProbe::with_resolve`]).
+    resolve: HashMap<String, IpAddr>,
 }
 
 impl HttpProbe {
@@ -89,7 +93,17 @@ impl HttpProbe {
             headers,
             tls,
             egress,
+            resolve: HashMap::new(),
         })
+    }
+
+    /// Connects to the given address for these host names instead of
+    /// resolving them (curl's `--resolve`), on every hop; the URL's host
+    /// stays the TLS name and the `Host` header. The egress policy still
+    /// applies to the address.
+    pub fn with_resolve(mut self, resolve: HashMap<String, IpAddr>) -> Self {
+        self.resolve = resolve;
+        self
     }
 
     /// One request to `url` on a fresh connection.
@@ -128,7 +142,8 @@ impl HttpProbe {
         deadline: &Deadline,
         out: &mut ProbeOutcome,
     ) -> Result<(Sender, Driver), ProbeError> {
-        let host = (target.host.as_str(), target.port);
+        let pinned = self.resolve.get(&target.host).map(IpAddr::to_string);
+        let host = (pinned.as_deref().unwrap_or(&target.host), target.port);
         let tcp = resolve_and_connect(host, &self.egress, deadline, &mut out.phases).await?;
         if !target.https {
             return Sender::handshake(tcp, false, deadline).await;
@@ -691,6 +706,32 @@ mod tests {
         let out = run(spec(&format!("http://localhost:{}/", addr.port()))).await;
         assert_eq!(out.error, None);
         assert!(out.phases.dns.is_some());
+    }
+
+    #[tokio::test]
+    async fn with_resolve_connects_to_the_given_address_and_keeps_the_name() {
+        let addr = testkit::http_server().await;
+        let mut s = spec(&format!("http://pinned.test:{}/echo", addr.port()));
+        s.body_contains = Some(format!("host: pinned.test:{}\n", addr.port()));
+        let pinned = HashMap::from([("pinned.test".to_owned(), addr.ip())]);
+        let probe = HttpProbe::new(s, TIMEOUT, open())
+            .unwrap()
+            .with_resolve(pinned);
+        let out = probe.run().await;
+        assert_eq!(out.error, None);
+        assert_eq!(out.phases.dns, None, "nothing resolved");
+
+        // TLS: the name is still the certificate's.
+        let server = CaServer::start(&["pinned.test"], Validity::Current).await;
+        let mut s = spec(&format!("https://pinned.test:{}/", server.port()));
+        s.ca_file = server.ca_file();
+        let pinned = HashMap::from([("pinned.test".to_owned(), "127.0.0.1".parse().unwrap())]);
+        let probe = HttpProbe::new(s, TIMEOUT, open())
+            .unwrap()
+            .with_resolve(pinned);
+        let out = probe.run().await;
+        assert_eq!(out.error, None);
+        assert_eq!(out.tls.unwrap().chain_status(), ChainStatus::Valid);
     }
 
     #[tokio::test]
