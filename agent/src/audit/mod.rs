@@ -15,7 +15,13 @@ use std::time::Duration;
 use crate::egress::EgressPolicy;
 
 pub mod email_dns;
+pub mod latency;
+pub mod plan;
 pub mod scorecard;
+pub mod tls;
+
+pub use plan::{audit, run_all, AuditOptions, AuditPlan};
+pub use scorecard::{Scorecard, Verdict};
 
 /// How much a failed finding weighs in the verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
