@@ -771,7 +771,7 @@ async fn mx_lookup(dns: &Dns, domain: &str) -> Mx {
                 .filter_map(|r| match &r.data {
                     RData::MX(mx) => Some((
                         mx.preference,
-                        mx.exchange.to_string(),
+                        mx.exchange.to_string().trim_end_matches('.').to_owned(),
                         mx.exchange.is_root(),
                     )),
                     _ => None,
