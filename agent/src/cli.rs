@@ -1,5 +1,5 @@
-//! Command-line interface: `run` (the fleet agent), `probe` (one check) and
-//! `load` (a local load test).
+//! Command-line interface: `run` (the fleet agent), `probe` (one check),
+//! `load` (a local load test) and `audit` (a launch-readiness scorecard).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,6 +17,9 @@ const EXIT_THRESHOLDS_FAILED: u8 = 99;
 const EXIT_LOAD_BAD_INPUT: u8 = 2;
 /// `load`: any other error (target unreachable at start, output files).
 const EXIT_LOAD_ERROR: u8 = 1;
+/// `audit`: the verdict is not `ready` (the same code as a failed load
+/// threshold: "ran, and the target did not pass").
+const EXIT_AUDIT_NOT_READY: u8 = 99;
 
 #[derive(Parser)]
 #[command(
@@ -104,6 +107,50 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Audit a site before launch (TLS, latency, mail DNS, HTTP checks) and
+    /// print a scorecard; exit 0 when the verdict is ready, 99 otherwise.
+    Audit {
+        /// The site: https://example.com/ (an http:// URL is audited as
+        /// the https:// site it should redirect to).
+        url: String,
+        /// A route that must refuse anonymous requests (repeatable).
+        #[arg(long, value_name = "PATH")]
+        protected: Vec<String>,
+        /// A login route that must be rate limited.
+        #[arg(long, value_name = "PATH")]
+        login: Option<String>,
+        /// Mail domain (default: the URL's host without a leading www.).
+        #[arg(long, value_name = "DOMAIN")]
+        domain: Option<String>,
+        /// A DKIM selector that must publish a key (repeatable; default:
+        /// common selectors are tried and one must answer).
+        #[arg(long = "dkim-selector", value_name = "SELECTOR")]
+        dkim_selector: Vec<String>,
+        /// DNS server for the mail records (default: the system's).
+        #[arg(long, value_name = "IP[:PORT]")]
+        dns_server: Option<String>,
+        /// Connect to ADDR for HOST instead of resolving it (repeatable).
+        #[arg(long, value_name = "HOST:ADDR")]
+        resolve: Vec<String>,
+        /// PEM file with extra trust anchors.
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<String>,
+        /// Port of the site's plain-HTTP listener.
+        #[arg(long, default_value_t = 80)]
+        http_port: u16,
+        /// Deadline of each check.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Leave a check out (repeatable, or comma-separated): tls, latency,
+        /// redirect, headers, cors, auth_required, rate_limit,
+        /// exposed_secrets, email_dns.
+        #[arg(long, value_name = "CHECK", value_delimiter = ',')]
+        skip: Vec<String>,
+        /// `json` (JSON on stdout instead of text), `json=PATH` or
+        /// `html=PATH`; repeatable, one of each kind.
+        #[arg(long, value_name = "json|json=PATH|html=PATH")]
+        out: Vec<String>,
+    },
     /// Run a local k6-style load test described by a TOML file.
     Load {
         /// The load file (see README, "Load tests").
@@ -163,6 +210,7 @@ fn agent_token(
 pub fn execute(cli: Cli) -> ExitCode {
     let command = match cli.command {
         load_command @ Command::Load { .. } => return load(load_command),
+        audit_command @ Command::Audit { .. } => return audit(audit_command),
         other => other,
     };
     let rt = match tokio::runtime::Runtime::new() {
@@ -265,6 +313,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             }
         },
         Command::Load { .. } => load(command),
+        Command::Audit { .. } => audit(command),
     };
     // A name lookup still running on a blocking thread (the system resolver
     // ignores our deadline) must not hold the exit: the result is out.
@@ -375,6 +424,114 @@ fn load(command: Command) -> ExitCode {
             eprintln!("error: {msg}");
             ExitCode::from(EXIT_LOAD_ERROR)
         }
+    }
+}
+
+/// Where `audit --out` sends the scorecard.
+#[derive(Default)]
+struct AuditOutputs {
+    json_stdout: bool,
+    json: Option<std::path::PathBuf>,
+    html: Option<std::path::PathBuf>,
+}
+
+impl AuditOutputs {
+    fn parse(out: &[String]) -> Result<Self, String> {
+        let mut o = AuditOutputs::default();
+        for spec in out {
+            let repeated = match spec.split_once('=') {
+                None if spec == "json" => std::mem::replace(&mut o.json_stdout, true),
+                Some(("json", p)) if !p.is_empty() => o.json.replace(p.into()).is_some(),
+                Some(("html", p)) if !p.is_empty() => o.html.replace(p.into()).is_some(),
+                _ => {
+                    return Err(format!(
+                        "--out takes json, json=PATH or html=PATH, got {spec:?}"
+                    ))
+                }
+            };
+            if repeated {
+                return Err(format!("--out: {spec:?} repeats an output kind"));
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// `vantage-agent audit URL`: exit 0 when the verdict is ready, 99 when it
+/// is not, 2 for bad input or an output that cannot be written.
+fn audit(command: Command) -> ExitCode {
+    use vantage_agent::audit::{self, plan::parse_resolve, AuditOptions, Verdict};
+    let Command::Audit {
+        url,
+        protected,
+        login,
+        domain,
+        dkim_selector,
+        dns_server,
+        resolve,
+        ca_file,
+        http_port,
+        timeout,
+        skip,
+        out,
+    } = command
+    else {
+        return ExitCode::from(EXIT_ERROR);
+    };
+    let bad = |msg: String| {
+        eprintln!("error: {msg}");
+        ExitCode::from(EXIT_ERROR)
+    };
+    let outputs = match AuditOutputs::parse(&out) {
+        Ok(o) => o,
+        Err(e) => return bad(e),
+    };
+    let resolve = match resolve.iter().map(|r| parse_resolve(r)).collect() {
+        Ok(map) => map,
+        Err(e) => return bad(e),
+    };
+    let opts = AuditOptions {
+        url,
+        protected,
+        login,
+        domain,
+        dkim_selectors: dkim_selector,
+        dns_server,
+        resolve,
+        ca_file,
+        http_port,
+        timeout,
+        skip,
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return bad(format!("starting the async runtime: {e}")),
+    };
+    let result = rt.block_on(audit::audit(&opts));
+    // As for `probe`: a system lookup still blocking must not hold the exit.
+    rt.shutdown_background();
+    let card = match result {
+        Ok(card) => card,
+        Err(e) => return bad(e),
+    };
+    if outputs.json_stdout {
+        println!("{}", card.to_json());
+    } else {
+        print!("{}", card.to_text());
+    }
+    for (path, body) in [
+        (&outputs.json, outputs.json.as_ref().map(|_| card.to_json())),
+        (&outputs.html, outputs.html.as_ref().map(|_| card.to_html())),
+    ] {
+        if let (Some(path), Some(body)) = (path, body) {
+            if let Err(e) = std::fs::write(path, body) {
+                return bad(format!("writing {}: {e}", path.display()));
+            }
+        }
+    }
+    match card.verdict() {
+        Verdict::Ready => ExitCode::SUCCESS,
+        Verdict::ReadyAfterFixes | Verdict::Hold => ExitCode::from(EXIT_AUDIT_NOT_READY),
     }
 }
 

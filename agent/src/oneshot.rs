@@ -278,8 +278,8 @@ fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
-/// Lower-case name of a chain status.
-fn chain_status_name(status: ChainStatus) -> &'static str {
+/// Lower-case name of a chain status (also the audit's `tls` evidence).
+pub(crate) fn chain_status_name(status: ChainStatus) -> &'static str {
     match status {
         ChainStatus::Unspecified => "unspecified",
         ChainStatus::Valid => "valid",

@@ -26,13 +26,23 @@ pub mod redirect;
 #[cfg(test)]
 pub(crate) mod testsite;
 
+pub mod email_dns;
+pub mod latency;
+pub mod plan;
+pub mod scorecard;
+pub mod tls;
+
+pub use plan::{audit, run_all, AuditOptions, AuditPlan};
+pub use scorecard::{Scorecard, Verdict};
+
 /// How much a failed finding weighs in the verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Worth fixing; does not hold a launch.
     Low,
-    /// Fix soon after launch.
+    /// Fix soon; a failure alone makes the verdict "ready after fixes"
+    /// (see [`scorecard::Verdict`]).
     Medium,
     /// Fix before launch ("ready after fixes").
     High,

@@ -293,7 +293,9 @@ fn colour(i: usize) -> &'static str {
     PALETTE[i % PALETTE.len()]
 }
 
-const CSS: &str = "
+/// The report style sheet; the audit scorecard (`audit::scorecard`) builds
+/// on it so both reports look alike.
+pub(crate) const CSS: &str = "
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1b1f24;background:#fff;margin:0}
 main{max-width:960px;margin:0 auto;padding:24px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d8dee4;padding-bottom:4px}
@@ -1073,7 +1075,9 @@ fn bytes_text(b: u64) -> String {
     }
 }
 
-fn duration_text(d: Duration) -> String {
+/// A short duration: `850ms`→`0.9s`, `75s`→`1m15s` (shared with the audit
+/// scorecard).
+pub(crate) fn duration_text(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0 if d.subsec_millis() > 0 => format!("{:.1}s", d.as_secs_f64()),
@@ -1084,7 +1088,8 @@ fn duration_text(d: Duration) -> String {
     }
 }
 
-fn timestamp(unix_ms: i64) -> String {
+/// RFC 3339 text of a Unix time in ms (shared with the audit scorecard).
+pub(crate) fn timestamp(unix_ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
         .ok()
         .and_then(|t| {

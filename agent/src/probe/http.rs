@@ -14,7 +14,9 @@
 //!   once `body_contains` is found), so `total` includes receiving that prefix.
 //! - URLs in messages and `final_url` never carry userinfo (credentials).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +36,7 @@ use url::{Position, Url};
 use vantage_proto::spec::{HttpSpec, ProbeKind};
 use vantage_proto::v1::{ErrorClass, TlsFacts};
 
-use super::tcp::{resolve_and_connect, url_host};
+use super::tcp::{connect_host, url_host};
 use super::tls::{self, TlsClient};
 use super::{
     describe_error, run_attempt, Attempt, BoxFuture, BuildError, Deadline, Phases, Probe,
@@ -62,6 +64,8 @@ pub struct HttpProbe {
     headers: HeaderMap,
     tls: TlsClient,
     egress: Arc<EgressPolicy>,
+    /// Host names connected to without DNS (see [`HttpProbe::with_resolve`]).
+    resolve: HashMap<String, IpAddr>,
 }
 
 impl HttpProbe {
@@ -90,7 +94,17 @@ impl HttpProbe {
             headers,
             tls,
             egress,
+            resolve: HashMap::new(),
         })
+    }
+
+    /// Connects to the given address for these host names instead of
+    /// resolving them (curl's `--resolve`), on every hop; the URL's host
+    /// stays the TLS name and the `Host` header. The egress policy still
+    /// applies to the address.
+    pub fn with_resolve(mut self, resolve: HashMap<String, IpAddr>) -> Self {
+        self.resolve = resolve;
+        self
     }
 
     /// One request to `url` on a fresh connection.
@@ -130,7 +144,8 @@ impl HttpProbe {
         out: &mut ProbeOutcome,
     ) -> Result<(Sender<Empty<Bytes>>, Driver), ProbeError> {
         let host = (target.host.as_str(), target.port);
-        let tcp = resolve_and_connect(host, &self.egress, deadline, &mut out.phases).await?;
+        let pinned = self.resolve.get(&target.host).copied();
+        let tcp = connect_host(host, pinned, &self.egress, deadline, &mut out.phases).await?;
         let verify = !self.spec.insecure_skip_verify;
         let tls = (&self.tls, verify);
         open_http(tcp, target, tls, deadline, &mut out.phases, &mut out.tls).await
@@ -727,6 +742,32 @@ mod tests {
         let out = run(spec(&format!("http://localhost:{}/", addr.port()))).await;
         assert_eq!(out.error, None);
         assert!(out.phases.dns.is_some());
+    }
+
+    #[tokio::test]
+    async fn with_resolve_connects_to_the_given_address_and_keeps_the_name() {
+        let addr = testkit::http_server().await;
+        let mut s = spec(&format!("http://pinned.test:{}/echo", addr.port()));
+        s.body_contains = Some(format!("host: pinned.test:{}\n", addr.port()));
+        let pinned = HashMap::from([("pinned.test".to_owned(), addr.ip())]);
+        let probe = HttpProbe::new(s, TIMEOUT, open())
+            .unwrap()
+            .with_resolve(pinned);
+        let out = probe.run().await;
+        assert_eq!(out.error, None);
+        assert_eq!(out.phases.dns, None, "nothing resolved");
+
+        // TLS: the name is still the certificate's.
+        let server = CaServer::start(&["pinned.test"], Validity::Current).await;
+        let mut s = spec(&format!("https://pinned.test:{}/", server.port()));
+        s.ca_file = server.ca_file();
+        let pinned = HashMap::from([("pinned.test".to_owned(), "127.0.0.1".parse().unwrap())]);
+        let probe = HttpProbe::new(s, TIMEOUT, open())
+            .unwrap()
+            .with_resolve(pinned);
+        let out = probe.run().await;
+        assert_eq!(out.error, None);
+        assert_eq!(out.tls.unwrap().chain_status(), ChainStatus::Valid);
     }
 
     #[tokio::test]

@@ -253,6 +253,8 @@ pub(crate) enum Validity {
     Expired,
     /// Valid from tomorrow.
     NotYetValid,
+    /// Valid, with 10 days and 12 hours left.
+    ExpiresSoon,
 }
 
 impl Validity {
@@ -263,6 +265,7 @@ impl Validity {
             Validity::Current => (now - day, now + day * 30),
             Validity::Expired => (now - day * 100, now - day * 10 - time::Duration::hours(1)),
             Validity::NotYetValid => (now + day, now + day * 30),
+            Validity::ExpiresSoon => (now - day * 80, now + day * 10 + time::Duration::hours(12)),
         };
         params.not_before = from;
         params.not_after = to;
