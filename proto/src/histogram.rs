@@ -13,6 +13,9 @@ use std::io::Read;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 
+mod sparse;
+pub use sparse::SparseCounts;
+
 /// Highest latency a histogram tracks: one hour, in microseconds. Larger values
 /// are clamped to it when recorded.
 pub const MAX_LATENCY_US: u64 = 3_600_000_000;

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 use prost::Message;
-use vantage_proto::histogram;
+use vantage_proto::histogram::{self, SparseCounts};
 use vantage_proto::v1::{self, Phase};
 
 use super::{ordered_ms, window_prefix, StoreError, StoredWindow};
@@ -144,7 +144,7 @@ struct Acc {
     attempts: u64,
     successes: u64,
     late_attempts: u64,
-    latency: Option<Histogram<u64>>,
+    latency: Option<SparseCounts>,
 }
 
 impl Acc {
@@ -155,8 +155,8 @@ impl Acc {
         for p in w.phases.iter().filter(|p| p.phase == Phase::Total as i32) {
             // Validated at ingest; one that does not decode adds no samples
             // (as in eval::merge).
-            if let Ok(h) = histogram::decode(&p.histogram) {
-                histogram::merge(self.latency.get_or_insert_with(growing), &h);
+            if let Some(h) = sparse(&p.histogram) {
+                self.latency.get_or_insert_default().add(&h);
             }
         }
     }
@@ -230,13 +230,13 @@ fn apply(key: &[u8], current: Option<&[u8]>, add: &Acc, sub: &Acc) -> Vec<u8> {
     let mut latency = if cur.histogram.is_empty() {
         None
     } else {
-        histogram::decode(&cur.histogram).ok()
+        sparse(&cur.histogram)
     };
     if let Some(a) = &add.latency {
-        histogram::merge(latency.get_or_insert_with(growing), a);
+        latency.get_or_insert_default().add(a);
     }
-    if let (Some(h), Some(s)) = (&latency, &sub.latency) {
-        latency = Some(saturating_sub(h, s));
+    if let (Some(h), Some(s)) = (&mut latency, &sub.latency) {
+        h.saturating_sub(s);
     }
     RollupValue {
         attempts: (cur.attempts + add.attempts).saturating_sub(sub.attempts),
@@ -244,26 +244,29 @@ fn apply(key: &[u8], current: Option<&[u8]>, add: &Acc, sub: &Acc) -> Vec<u8> {
         late_attempts: (cur.late_attempts + add.late_attempts).saturating_sub(sub.late_attempts),
         histogram: latency
             .filter(|h| !h.is_empty())
-            .map(|h| histogram::encode(&h))
+            .map(|h| h.encode())
             .unwrap_or_default(),
     }
     .encode_to_vec()
 }
 
-/// `a - b` per value bucket, never below zero (hdrhistogram's `subtract`
-/// fails half-way through instead).
-fn saturating_sub(a: &Histogram<u64>, b: &Histogram<u64>) -> Histogram<u64> {
-    let mut out = growing();
-    for v in a.iter_recorded() {
-        let value = v.value_iterated_to();
-        let n = v.count_at_value().saturating_sub(b.count_at(value));
-        if n > 0 {
-            // Invariant: auto-resizing; only count overflow could fail.
-            out.record_n(value, n)
-                .expect("auto-resizing histogram record");
-        }
+/// An encoded histogram as counts by bucket: directly for the Vantage
+/// profile (every agent's), else through a full decode whose samples are
+/// recorded again in the profile (clamped to its range). `None` when it
+/// does not decode at all.
+fn sparse(bytes: &[u8]) -> Option<SparseCounts> {
+    if let Some(s) = SparseCounts::decode(bytes) {
+        return Some(s);
     }
-    out
+    let other = histogram::decode(bytes).ok()?;
+    let mut h = histogram::new_latency();
+    for v in other.iter_recorded() {
+        let value = v.value_iterated_to().clamp(1, histogram::MAX_LATENCY_US);
+        // Invariant: the value is within the profile's range, and counts of
+        // one window cannot overflow.
+        h.record_n(value, v.count_at_value()).ok()?;
+    }
+    SparseCounts::decode(&histogram::encode(&h))
 }
 
 /// Decodes one stored roll-up.
