@@ -218,6 +218,11 @@ pub async fn run(
             },
             _ = tokio::time::sleep(wait) => {
                 let len = *window_len.borrow();
+                if let Ok(late) = SystemTime::now().duration_since(rec.open_end()) {
+                    if late >= Duration::from_millis(100) {
+                        tracing::debug!(late_ms = late.as_millis() as u64, "window closed late");
+                    }
+                }
                 store(&spool, rec.roll(SystemTime::now(), len, false)).await;
             }
             // The coordinator's window length (its Welcome) applies at once:
@@ -238,6 +243,10 @@ pub async fn run(
     }
 }
 
+/// A spool write slower than this is logged as a warning: until it ends, the
+/// closed windows are only in memory.
+const SLOW_STORE_MS: u64 = 1_000;
+
 /// Hands closed windows to the spool, which flushes them to disk (off the
 /// async threads). A window the spool cannot store is reported and lost: it
 /// was never acknowledged to anyone.
@@ -246,9 +255,29 @@ async fn store(spool: &Arc<Spool>, windows: Vec<vantage_proto::v1::Window>) {
         return;
     }
     let count = windows.len();
+    let first_start = windows.iter().map(|w| w.start_unix_ms).min();
     let s = Arc::clone(spool);
+    let began = std::time::Instant::now();
     match tokio::task::spawn_blocking(move || s.push(windows)).await {
-        Ok(Ok(_)) => {}
+        Ok(Ok(seqs)) => {
+            let took_ms = began.elapsed().as_millis() as u64;
+            if took_ms >= SLOW_STORE_MS {
+                tracing::warn!(
+                    windows = count,
+                    ?seqs,
+                    took_ms,
+                    "spool: storing windows was slow (disk busy?)"
+                );
+            } else {
+                tracing::debug!(
+                    windows = count,
+                    ?seqs,
+                    ?first_start,
+                    took_ms,
+                    "spool: windows stored"
+                );
+            }
+        }
         Ok(Err(e)) => {
             tracing::error!(windows = count, error = %e, "spool: storing windows failed, they are lost");
         }

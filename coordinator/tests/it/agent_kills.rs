@@ -190,6 +190,22 @@ async fn fifty_agent_kills_lose_only_the_window_in_memory() {
         "{} requests: {must} had to be stored, {lost} lost with a kill; {stored_attempts} attempts stored",
         arrivals.len()
     );
+    if !missing.is_empty() {
+        // The log of each life that lost one: when its windows reached the
+        // spool, and whether any closed or stored late.
+        let mut lives: Vec<usize> = missing
+            .iter()
+            .map(|(_, at, _)| kills_ms.iter().take_while(|&&k| k <= *at).count())
+            .collect();
+        lives.dedup();
+        for life in lives {
+            let text = std::fs::read_to_string(log(life)).unwrap_or_default();
+            eprintln!(
+                "--- life {life} (killed at {:?}):\n{text}",
+                kills_ms.get(life)
+            );
+        }
+    }
     assert!(
         missing.is_empty(),
         "{} requests lost beyond the window in memory (check, unix ms, ms before the kill): {:?}",

@@ -202,6 +202,8 @@ pub fn start_agent_logged(
 ) -> Proc {
     let stderr = std::fs::File::create(log).expect("creating the agent log");
     let child = agent_command(grpc, region, name, spool)
+        // When each window reached the spool, and windows closed late.
+        .env("VANTAGE_LOG", "info,vantage_agent::recorder=debug")
         .stderr(Stdio::from(stderr))
         .spawn()
         .expect("spawning vantage-agent");
