@@ -306,6 +306,48 @@ pub struct RateLimitSpec {
 
 /// Most requests one `rate_limit` burst may send.
 pub const MAX_RATE_LIMIT_BURST: u32 = 500;
+
+// Defaults of the audit specs, shared by `vantage-agent audit` and the
+// coordinator's `[[check]]` tables so both judge a site alike.
+
+/// Default `redirect` `http_port`.
+pub const DEFAULT_HTTP_PORT: u16 = 80;
+/// Default `redirect` `max_hops`: http→https then apex→www is 2; 5 leaves
+/// room without hiding loops.
+pub const DEFAULT_MAX_REDIRECT_HOPS: u32 = 5;
+/// Default `headers` `hsts_min_max_age`: 180 days, the floor of the HSTS
+/// preload list's older rule and of most audit tools.
+pub const DEFAULT_HSTS_MIN_MAX_AGE: u64 = 180 * 24 * 3600;
+/// Default `cors` `hostile_origin`.
+pub const DEFAULT_HOSTILE_ORIGIN: &str = "https://evil.example";
+/// Default `rate_limit` `max_requests`.
+pub const DEFAULT_RATE_LIMIT_REQUESTS: u32 = 20;
+/// Default `rate_limit` `within` (capped at the check's timeout).
+pub const DEFAULT_RATE_LIMIT_WITHIN: Duration = Duration::from_secs(10);
+/// Default `rate_limit` `body`: a wrong login for a reserved `.invalid`
+/// address, so no real account is ever locked out.
+pub const DEFAULT_LOGIN_BODY: &str =
+    r#"{"username":"vantage-audit@example.invalid","password":"vantage-audit-wrong-password"}"#;
+/// Default `rate_limit` `content_type` (that of [`DEFAULT_LOGIN_BODY`]).
+pub const DEFAULT_LOGIN_CONTENT_TYPE: &str = "application/json";
+/// Default `exposed_secrets` `max_files`.
+pub const DEFAULT_SECRETS_MAX_FILES: u32 = 30;
+/// Default `exposed_secrets` `max_file_bytes` (5 MiB).
+pub const DEFAULT_SECRETS_MAX_FILE_BYTES: u64 = 5 * 1024 * 1024;
+
+impl RedirectSpec {
+    /// The default `aliases` of a canonical URL: the bare domain for a
+    /// `www.` host, else the `www.` name; none for an IP address.
+    pub fn default_aliases(url: &url::Url) -> Vec<String> {
+        match url.host() {
+            Some(url::Host::Domain(host)) => match host.strip_prefix("www.") {
+                Some(bare) => vec![bare.to_owned()],
+                None => vec![format!("www.{host}")],
+            },
+            _ => Vec::new(),
+        }
+    }
+}
 /// Shortest `interval` of a `rate_limit` check: every attempt sends a burst
 /// of failed logins, so a continuous check must not hammer the route.
 pub const MIN_RATE_LIMIT_INTERVAL: Duration = Duration::from_secs(60);
