@@ -24,9 +24,9 @@ use crate::probe::{BoxFuture, BuildError, Deadline, Probe, ProbeError, ProbeOutc
 /// Lowest severity whose failure fails the attempt.
 pub const FAILING_SEVERITY: Severity = Severity::Medium;
 
-/// Longest failure message, in characters: a window's `last_error` is shown
-/// in the API and alerts, where a few findings are enough to act on.
-const MAX_MESSAGE_CHARS: usize = 600;
+/// Longest failure message, in characters: the recorder keeps 512 of a
+/// window's `last_error`, and a few findings are enough to act on.
+const MAX_MESSAGE_CHARS: usize = 500;
 /// Longest evidence line quoted per finding, in characters.
 const MAX_EVIDENCE_CHARS: usize = 160;
 
@@ -115,7 +115,7 @@ pub fn judge(findings: &[Finding]) -> Result<(), ProbeError> {
         return Ok(());
     }
     // Stable: findings of one severity keep the check's order.
-    failed.sort_by(|a, b| b.severity.cmp(&a.severity));
+    failed.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let parts: Vec<String> = failed
         .iter()
         .map(|f| {

@@ -168,7 +168,10 @@ fn tcp_check_with_host_port_regions_parses() {
 fn audit_kinds_parse_with_the_audit_defaults() {
     let cfg = config::load(&fixture_dir("ok").join("audit.toml")).unwrap();
     let kinds: Vec<_> = cfg.checks.iter().map(|c| c.check.probe.kind()).collect();
-    let audit_kinds: Vec<_> = ProbeKind::ALL.into_iter().filter(|k| k.is_audit()).collect();
+    let audit_kinds: Vec<_> = ProbeKind::ALL
+        .into_iter()
+        .filter(|k| k.is_audit())
+        .collect();
     assert_eq!(kinds, audit_kinds);
     let url = |s: &str| url::Url::parse(s).unwrap();
     let probes: Vec<_> = cfg.checks.iter().map(|c| c.check.probe.clone()).collect();
