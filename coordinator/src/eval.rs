@@ -133,6 +133,7 @@ pub fn error_class_name(c: ErrorClass) -> &'static str {
         ErrorClass::Status => "status",
         ErrorClass::Body => "body",
         ErrorClass::Egress => "egress",
+        ErrorClass::Audit => "audit",
         ErrorClass::Unspecified => "other",
     }
 }

@@ -18,11 +18,36 @@ pub enum ProbeKind {
     Tcp,
     /// TLS handshake and certificate facts.
     Tls,
+    /// Audit: HTTP→HTTPS and alias→canonical redirects ([`RedirectSpec`]).
+    Redirect,
+    /// Audit: security headers and mixed content ([`HeadersSpec`]).
+    Headers,
+    /// Audit: a hostile origin is not trusted ([`CorsSpec`]).
+    Cors,
+    /// Audit: protected routes refuse anonymous requests ([`AuthRequiredSpec`]).
+    AuthRequired,
+    /// Audit: a login route is rate limited ([`RateLimitSpec`]).
+    RateLimit,
+    /// Audit: SPF, DMARC, DKIM and MX of a mail domain ([`EmailDnsSpec`]).
+    EmailDns,
+    /// Audit: no credentials in a page and its scripts ([`ExposedSecretsSpec`]).
+    ExposedSecrets,
 }
 
 impl ProbeKind {
     /// Every kind, for generic tests and `Hello.capabilities`.
-    pub const ALL: [ProbeKind; 3] = [ProbeKind::Http, ProbeKind::Tcp, ProbeKind::Tls];
+    pub const ALL: [ProbeKind; 10] = [
+        ProbeKind::Http,
+        ProbeKind::Tcp,
+        ProbeKind::Tls,
+        ProbeKind::Redirect,
+        ProbeKind::Headers,
+        ProbeKind::Cors,
+        ProbeKind::AuthRequired,
+        ProbeKind::RateLimit,
+        ProbeKind::EmailDns,
+        ProbeKind::ExposedSecrets,
+    ];
 
     /// The contract name.
     pub fn as_str(self) -> &'static str {
@@ -30,12 +55,25 @@ impl ProbeKind {
             ProbeKind::Http => "http",
             ProbeKind::Tcp => "tcp",
             ProbeKind::Tls => "tls",
+            ProbeKind::Redirect => "redirect",
+            ProbeKind::Headers => "headers",
+            ProbeKind::Cors => "cors",
+            ProbeKind::AuthRequired => "auth_required",
+            ProbeKind::RateLimit => "rate_limit",
+            ProbeKind::EmailDns => "email_dns",
+            ProbeKind::ExposedSecrets => "exposed_secrets",
         }
     }
 
     /// Parses a contract name.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether this is one of the launch-readiness audit kinds, whose
+    /// attempts fail with class `audit`.
+    pub fn is_audit(self) -> bool {
+        !matches!(self, ProbeKind::Http | ProbeKind::Tcp | ProbeKind::Tls)
     }
 }
 
@@ -70,6 +108,20 @@ pub enum ProbeSpec {
     Tcp(TcpSpec),
     /// See [`TlsSpec`].
     Tls(TlsSpec),
+    /// See [`RedirectSpec`].
+    Redirect(RedirectSpec),
+    /// See [`HeadersSpec`].
+    Headers(HeadersSpec),
+    /// See [`CorsSpec`].
+    Cors(CorsSpec),
+    /// See [`AuthRequiredSpec`].
+    AuthRequired(AuthRequiredSpec),
+    /// See [`RateLimitSpec`].
+    RateLimit(RateLimitSpec),
+    /// See [`EmailDnsSpec`].
+    EmailDns(EmailDnsSpec),
+    /// See [`ExposedSecretsSpec`].
+    ExposedSecrets(ExposedSecretsSpec),
 }
 
 impl ProbeSpec {
@@ -79,6 +131,13 @@ impl ProbeSpec {
             ProbeSpec::Http(_) => ProbeKind::Http,
             ProbeSpec::Tcp(_) => ProbeKind::Tcp,
             ProbeSpec::Tls(_) => ProbeKind::Tls,
+            ProbeSpec::Redirect(_) => ProbeKind::Redirect,
+            ProbeSpec::Headers(_) => ProbeKind::Headers,
+            ProbeSpec::Cors(_) => ProbeKind::Cors,
+            ProbeSpec::AuthRequired(_) => ProbeKind::AuthRequired,
+            ProbeSpec::RateLimit(_) => ProbeKind::RateLimit,
+            ProbeSpec::EmailDns(_) => ProbeKind::EmailDns,
+            ProbeSpec::ExposedSecrets(_) => ProbeKind::ExposedSecrets,
         }
     }
 }
@@ -248,6 +307,55 @@ pub struct RateLimitSpec {
 /// Most requests one `rate_limit` burst may send.
 pub const MAX_RATE_LIMIT_BURST: u32 = 500;
 
+// Defaults of the audit specs, shared by `vantage-agent audit` and the
+// coordinator's `[[check]]` tables so both judge a site alike.
+
+/// Default `redirect` `http_port`.
+pub const DEFAULT_HTTP_PORT: u16 = 80;
+/// Default `redirect` `max_hops`: http→https then apex→www is 2; 5 leaves
+/// room without hiding loops.
+pub const DEFAULT_MAX_REDIRECT_HOPS: u32 = 5;
+/// Default `headers` `hsts_min_max_age`: 180 days, the floor of the HSTS
+/// preload list's older rule and of most audit tools.
+pub const DEFAULT_HSTS_MIN_MAX_AGE: u64 = 180 * 24 * 3600;
+/// Default `cors` `hostile_origin`.
+pub const DEFAULT_HOSTILE_ORIGIN: &str = "https://evil.example";
+/// Default `rate_limit` `max_requests`.
+pub const DEFAULT_RATE_LIMIT_REQUESTS: u32 = 20;
+/// Default `rate_limit` `within` (capped at the check's timeout).
+pub const DEFAULT_RATE_LIMIT_WITHIN: Duration = Duration::from_secs(10);
+/// Default `rate_limit` `body`: a wrong login for a reserved `.invalid`
+/// address, so no real account is ever locked out.
+pub const DEFAULT_LOGIN_BODY: &str =
+    r#"{"username":"vantage-audit@example.invalid","password":"vantage-audit-wrong-password"}"#;
+/// Default `rate_limit` `content_type` (that of [`DEFAULT_LOGIN_BODY`]).
+pub const DEFAULT_LOGIN_CONTENT_TYPE: &str = "application/json";
+/// Default `exposed_secrets` `max_files`.
+pub const DEFAULT_SECRETS_MAX_FILES: u32 = 30;
+/// Default `exposed_secrets` `max_file_bytes` (5 MiB).
+pub const DEFAULT_SECRETS_MAX_FILE_BYTES: u64 = 5 * 1024 * 1024;
+
+impl RedirectSpec {
+    /// The default `aliases` of a canonical URL: the bare domain for a
+    /// `www.` host, else the `www.` name; none for an IP address.
+    pub fn default_aliases(url: &url::Url) -> Vec<String> {
+        match url.host() {
+            Some(url::Host::Domain(host)) => match host.strip_prefix("www.") {
+                Some(bare) => vec![bare.to_owned()],
+                None => vec![format!("www.{host}")],
+            },
+            _ => Vec::new(),
+        }
+    }
+}
+/// Shortest `interval` of a `rate_limit` check: every attempt sends a burst
+/// of failed logins, so a continuous check must not hammer the route.
+pub const MIN_RATE_LIMIT_INTERVAL: Duration = Duration::from_secs(60);
+/// Most files one `exposed_secrets` scan may fetch.
+pub const MAX_SECRETS_FILES: u32 = 1000;
+/// Most bytes one `exposed_secrets` scan may read per file (64 MiB).
+pub const MAX_SECRETS_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// `email_dns`: SPF, DMARC, DKIM and MX of a mail domain.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmailDnsSpec {
@@ -404,9 +512,239 @@ impl Check {
                 }
                 check_ca_file(&mut errs, t.ca_file.as_deref());
             }
+            ProbeSpec::Redirect(r) => {
+                if r.url.scheme() != "https" {
+                    errs.push(SpecError::new(
+                        "url",
+                        format!(
+                            "scheme {:?} is not supported: give the canonical https:// URL",
+                            r.url.scheme()
+                        ),
+                    ));
+                }
+                check_url_host(&mut errs, &r.url);
+                if r.http_port == 0 {
+                    errs.push(SpecError::new(
+                        "http_port",
+                        "0 is not a valid port: use 1-65535",
+                    ));
+                }
+                for a in &r.aliases {
+                    if !is_host_name(a) {
+                        errs.push(SpecError::new(
+                            "aliases",
+                            format!("{a:?} is not a host name (like www.example.com)"),
+                        ));
+                    }
+                }
+                if r.max_hops == 0 || r.max_hops > MAX_REDIRECTS {
+                    errs.push(SpecError::new(
+                        "max_hops",
+                        format!("{} is out of range: use 1 to {MAX_REDIRECTS}", r.max_hops),
+                    ));
+                }
+                check_ca_file(&mut errs, r.ca_file.as_deref());
+            }
+            ProbeSpec::Headers(h) => {
+                check_http_url(&mut errs, &h.url);
+                check_ca_file(&mut errs, h.ca_file.as_deref());
+            }
+            ProbeSpec::Cors(c) => {
+                check_http_url(&mut errs, &c.url);
+                let origin_ok = url::Url::parse(&c.hostile_origin).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host_str().is_some()
+                        && u.origin().ascii_serialization() == c.hostile_origin
+                });
+                if !origin_ok {
+                    errs.push(SpecError::new(
+                        "hostile_origin",
+                        format!(
+                            "{:?} is not an origin: use scheme://host[:port] without a path, like \"https://evil.example\"",
+                            c.hostile_origin
+                        ),
+                    ));
+                }
+                check_ca_file(&mut errs, c.ca_file.as_deref());
+            }
+            ProbeSpec::AuthRequired(a) => {
+                check_http_url(&mut errs, &a.url);
+                if a.paths.is_empty() {
+                    errs.push(SpecError::new(
+                        "paths",
+                        "must list at least one route that must refuse anonymous requests, like [\"/admin\"]",
+                    ));
+                }
+                for p in &a.paths {
+                    let same_origin = a.url.join(p).is_ok_and(|u| u.origin() == a.url.origin());
+                    if p.is_empty() || !same_origin {
+                        errs.push(SpecError::new(
+                            "paths",
+                            format!("{p:?} is not a path (or URL) on the origin of url"),
+                        ));
+                    }
+                }
+                check_method(&mut errs, &a.method);
+                check_ca_file(&mut errs, a.ca_file.as_deref());
+            }
+            ProbeSpec::RateLimit(r) => {
+                check_http_url(&mut errs, &r.url);
+                check_method(&mut errs, &r.method);
+                if r.max_requests == 0 || r.max_requests > MAX_RATE_LIMIT_BURST {
+                    errs.push(SpecError::new(
+                        "max_requests",
+                        format!(
+                            "{} is out of range: use 1 to {MAX_RATE_LIMIT_BURST}",
+                            r.max_requests
+                        ),
+                    ));
+                }
+                if r.within.is_zero() || r.within > self.timeout {
+                    errs.push(SpecError::new(
+                        "within",
+                        format!(
+                            "{} is out of range: use more than 0s and at most the timeout ({})",
+                            humanize(r.within),
+                            humanize(self.timeout)
+                        ),
+                    ));
+                }
+                if self.interval < MIN_RATE_LIMIT_INTERVAL {
+                    errs.push(SpecError::new(
+                        "interval",
+                        format!(
+                            "{} is too short for a rate_limit check, which sends a burst of logins on every attempt: use at least {}",
+                            humanize(self.interval),
+                            humanize(MIN_RATE_LIMIT_INTERVAL)
+                        ),
+                    ));
+                }
+                if let Some(ct) = &r.content_type {
+                    if ct.is_empty() || ct.bytes().any(|b| b < 0x20 || b == 0x7f) {
+                        errs.push(SpecError::new(
+                            "content_type",
+                            format!("{ct:?} is not a header value: use a media type like \"application/json\""),
+                        ));
+                    }
+                }
+                check_ca_file(&mut errs, r.ca_file.as_deref());
+            }
+            ProbeSpec::EmailDns(e) => {
+                if !is_mail_domain(&e.domain) {
+                    errs.push(SpecError::new(
+                        "domain",
+                        format!(
+                            "{:?} is not a domain name: use at least two DNS labels, like \"example.com\"",
+                            e.domain
+                        ),
+                    ));
+                }
+                for s in &e.dkim_selectors {
+                    if !is_dkim_selector(s) {
+                        errs.push(SpecError::new(
+                            "dkim_selectors",
+                            format!(
+                                "{s:?} is not a selector: use DNS labels (letters, digits, - and _) separated by dots"
+                            ),
+                        ));
+                    }
+                }
+                if let Some(server) = &e.dns_server {
+                    let ok = server.parse::<std::net::SocketAddr>().is_ok()
+                        || server.parse::<std::net::IpAddr>().is_ok();
+                    if !ok {
+                        errs.push(SpecError::new(
+                            "dns_server",
+                            format!("{server:?} is not IP, IP:PORT or [IPv6]:PORT"),
+                        ));
+                    }
+                }
+            }
+            ProbeSpec::ExposedSecrets(x) => {
+                check_http_url(&mut errs, &x.url);
+                if x.max_files == 0 || x.max_files > MAX_SECRETS_FILES {
+                    errs.push(SpecError::new(
+                        "max_files",
+                        format!(
+                            "{} is out of range: use 1 to {MAX_SECRETS_FILES}",
+                            x.max_files
+                        ),
+                    ));
+                }
+                if x.max_file_bytes == 0 || x.max_file_bytes > MAX_SECRETS_FILE_BYTES {
+                    errs.push(SpecError::new(
+                        "max_file_bytes",
+                        format!(
+                            "{} is out of range: use 1 to {MAX_SECRETS_FILE_BYTES}",
+                            x.max_file_bytes
+                        ),
+                    ));
+                }
+                check_ca_file(&mut errs, x.ca_file.as_deref());
+            }
         }
         errs
     }
+}
+
+/// `url` is http(s) with a host.
+fn check_http_url(errs: &mut Vec<SpecError>, url: &url::Url) {
+    if !matches!(url.scheme(), "http" | "https") {
+        errs.push(SpecError::new(
+            "url",
+            format!(
+                "scheme {:?} is not supported: use http or https",
+                url.scheme()
+            ),
+        ));
+    }
+    check_url_host(errs, url);
+}
+
+fn check_url_host(errs: &mut Vec<SpecError>, url: &url::Url) {
+    if url.host_str().is_none_or(str::is_empty) {
+        errs.push(SpecError::new("url", "the URL has no host"));
+    }
+}
+
+fn check_method(errs: &mut Vec<SpecError>, method: &str) {
+    if !METHODS.contains(&method) {
+        errs.push(SpecError::new(
+            "method",
+            format!(
+                "{method:?} is not supported: use one of {}",
+                METHODS.join(", ")
+            ),
+        ));
+    }
+}
+
+/// A DNS host name: dot-separated labels of letters, digits and `-`.
+fn is_host_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// A mail domain: a host name of at least two labels.
+pub fn is_mail_domain(d: &str) -> bool {
+    d.contains('.') && is_host_name(d)
+}
+
+/// A DKIM selector: dot-separated labels of letters, digits, `-` and `_`.
+pub fn is_dkim_selector(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63 * 2
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 fn check_ca_file(errs: &mut Vec<SpecError>, ca_file: Option<&str>) {
@@ -486,6 +824,52 @@ impl From<&Check> for v1::Check {
                 server_name: t.server_name.clone(),
                 ca_file: t.ca_file.clone(),
             }),
+            ProbeSpec::Redirect(r) => v1::check::Probe::Redirect(v1::RedirectProbe {
+                url: r.url.to_string(),
+                http_port: u32::from(r.http_port),
+                aliases: r.aliases.clone(),
+                max_hops: r.max_hops,
+                ca_file: r.ca_file.clone(),
+            }),
+            ProbeSpec::Headers(h) => v1::check::Probe::Headers(v1::HeadersProbe {
+                url: h.url.to_string(),
+                hsts_min_max_age: h.hsts_min_max_age,
+                hsts_include_subdomains: h.hsts_include_subdomains,
+                ca_file: h.ca_file.clone(),
+            }),
+            ProbeSpec::Cors(c) => v1::check::Probe::Cors(v1::CorsProbe {
+                url: c.url.to_string(),
+                hostile_origin: c.hostile_origin.clone(),
+                ca_file: c.ca_file.clone(),
+            }),
+            ProbeSpec::AuthRequired(a) => v1::check::Probe::AuthRequired(v1::AuthRequiredProbe {
+                url: a.url.to_string(),
+                paths: a.paths.clone(),
+                method: a.method.clone(),
+                ca_file: a.ca_file.clone(),
+            }),
+            ProbeSpec::RateLimit(r) => v1::check::Probe::RateLimit(v1::RateLimitProbe {
+                url: r.url.to_string(),
+                method: r.method.clone(),
+                body: r.body.clone(),
+                content_type: r.content_type.clone(),
+                max_requests: r.max_requests,
+                within_ms: clamp_ms(r.within),
+                ca_file: r.ca_file.clone(),
+            }),
+            ProbeSpec::EmailDns(e) => v1::check::Probe::EmailDns(v1::EmailDnsProbe {
+                domain: e.domain.clone(),
+                dkim_selectors: e.dkim_selectors.clone(),
+                dns_server: e.dns_server.clone(),
+            }),
+            ProbeSpec::ExposedSecrets(x) => {
+                v1::check::Probe::ExposedSecrets(v1::ExposedSecretsProbe {
+                    url: x.url.to_string(),
+                    max_files: x.max_files,
+                    max_file_bytes: x.max_file_bytes,
+                    ca_file: x.ca_file.clone(),
+                })
+            }
         };
         v1::Check {
             name: c.name.clone(),
@@ -502,6 +886,18 @@ fn clamp_ms(d: Duration) -> u32 {
 
 fn port_from(field: &'static str, p: u32) -> Result<u16, SpecError> {
     u16::try_from(p).map_err(|_| SpecError::new(field, format!("{p} is not a valid port")))
+}
+
+fn url_from(s: &str) -> Result<url::Url, Vec<SpecError>> {
+    url::Url::parse(s).map_err(|e| vec![SpecError::new("url", format!("{s:?}: {e}"))])
+}
+
+fn method_or(method: String, default: &str) -> String {
+    if method.is_empty() {
+        default.into()
+    } else {
+        method
+    }
 }
 
 impl TryFrom<v1::Check> for Check {
@@ -549,6 +945,52 @@ impl TryFrom<v1::Check> for Check {
                 server_name: t.server_name,
                 ca_file: t.ca_file,
             }),
+            Some(v1::check::Probe::Redirect(r)) => ProbeSpec::Redirect(RedirectSpec {
+                url: url_from(&r.url)?,
+                http_port: port_from("http_port", r.http_port).map_err(|e| vec![e])?,
+                aliases: r.aliases,
+                max_hops: r.max_hops,
+                ca_file: r.ca_file,
+            }),
+            Some(v1::check::Probe::Headers(h)) => ProbeSpec::Headers(HeadersSpec {
+                url: url_from(&h.url)?,
+                hsts_min_max_age: h.hsts_min_max_age,
+                hsts_include_subdomains: h.hsts_include_subdomains,
+                ca_file: h.ca_file,
+            }),
+            Some(v1::check::Probe::Cors(c)) => ProbeSpec::Cors(CorsSpec {
+                url: url_from(&c.url)?,
+                hostile_origin: c.hostile_origin,
+                ca_file: c.ca_file,
+            }),
+            Some(v1::check::Probe::AuthRequired(a)) => ProbeSpec::AuthRequired(AuthRequiredSpec {
+                url: url_from(&a.url)?,
+                paths: a.paths,
+                method: method_or(a.method, "GET"),
+                ca_file: a.ca_file,
+            }),
+            Some(v1::check::Probe::RateLimit(r)) => ProbeSpec::RateLimit(RateLimitSpec {
+                url: url_from(&r.url)?,
+                method: method_or(r.method, "POST"),
+                body: r.body,
+                content_type: r.content_type,
+                max_requests: r.max_requests,
+                within: Duration::from_millis(u64::from(r.within_ms)),
+                ca_file: r.ca_file,
+            }),
+            Some(v1::check::Probe::EmailDns(e)) => ProbeSpec::EmailDns(EmailDnsSpec {
+                domain: e.domain,
+                dkim_selectors: e.dkim_selectors,
+                dns_server: e.dns_server,
+            }),
+            Some(v1::check::Probe::ExposedSecrets(x)) => {
+                ProbeSpec::ExposedSecrets(ExposedSecretsSpec {
+                    url: url_from(&x.url)?,
+                    max_files: x.max_files,
+                    max_file_bytes: x.max_file_bytes,
+                    ca_file: x.ca_file,
+                })
+            }
         };
         let check = Check {
             name: c.name,
@@ -605,6 +1047,156 @@ mod tests {
                 }),
             },
         ]
+        .into_iter()
+        .chain(audit_samples())
+        .collect()
+    }
+
+    /// One check of each audit kind, every optional field set.
+    fn audit_samples() -> Vec<Check> {
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        let ca = Some("/etc/ca.pem".to_owned());
+        let check = |name: &str, interval: u64, probe| Check {
+            name: name.into(),
+            interval: Duration::from_secs(interval),
+            timeout: Duration::from_secs(20),
+            probe,
+        };
+        vec![
+            check(
+                "redirects",
+                300,
+                ProbeSpec::Redirect(RedirectSpec {
+                    url: url("https://www.example.test/"),
+                    http_port: 8080,
+                    aliases: vec!["example.test".into()],
+                    max_hops: 5,
+                    ca_file: ca.clone(),
+                }),
+            ),
+            check(
+                "headers",
+                300,
+                ProbeSpec::Headers(HeadersSpec {
+                    url: url("https://example.test/"),
+                    hsts_min_max_age: 31_536_000,
+                    hsts_include_subdomains: true,
+                    ca_file: ca.clone(),
+                }),
+            ),
+            check(
+                "cors",
+                300,
+                ProbeSpec::Cors(CorsSpec {
+                    url: url("https://example.test/api/me"),
+                    hostile_origin: "https://evil.example:8443".into(),
+                    ca_file: ca.clone(),
+                }),
+            ),
+            check(
+                "auth",
+                300,
+                ProbeSpec::AuthRequired(AuthRequiredSpec {
+                    url: url("https://example.test/"),
+                    paths: vec!["/admin".into(), "https://example.test/api/account".into()],
+                    method: "POST".into(),
+                    ca_file: ca.clone(),
+                }),
+            ),
+            check(
+                "login-limit",
+                600,
+                ProbeSpec::RateLimit(RateLimitSpec {
+                    url: url("https://example.test/login"),
+                    method: "PUT".into(),
+                    body: Some("user=nobody&password=wrong".into()),
+                    content_type: Some("application/x-www-form-urlencoded".into()),
+                    max_requests: 30,
+                    within: Duration::from_millis(12_500),
+                    ca_file: ca.clone(),
+                }),
+            ),
+            check(
+                "mail",
+                3600,
+                ProbeSpec::EmailDns(EmailDnsSpec {
+                    domain: "example.test".into(),
+                    dkim_selectors: vec!["google".into(), "s1.mail".into()],
+                    dns_server: Some("[::1]:5353".into()),
+                }),
+            ),
+            check(
+                "secrets",
+                3600,
+                ProbeSpec::ExposedSecrets(ExposedSecretsSpec {
+                    url: url("https://example.test/app"),
+                    max_files: 10,
+                    max_file_bytes: 1 << 20,
+                    ca_file: ca,
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn audit_specs_name_every_bad_field() {
+        let mut checks = audit_samples();
+        let fields = |c: &Check| c.validate().iter().map(|e| e.field).collect::<Vec<_>>();
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        for c in &mut checks {
+            match &mut c.probe {
+                ProbeSpec::Redirect(r) => {
+                    r.url = url("http://example.test/");
+                    r.http_port = 0;
+                    r.aliases = vec!["bad host".into()];
+                    r.max_hops = 0;
+                }
+                ProbeSpec::Headers(h) => {
+                    h.url = url("ftp://example.test/");
+                    h.ca_file = Some(String::new());
+                }
+                ProbeSpec::Cors(c) => c.hostile_origin = "https://evil.example/path".into(),
+                ProbeSpec::AuthRequired(a) => {
+                    a.paths = vec!["https://other.test/admin".into()];
+                    a.method = "BREW".into();
+                }
+                ProbeSpec::RateLimit(r) => {
+                    r.max_requests = MAX_RATE_LIMIT_BURST + 1;
+                    r.within = Duration::from_secs(21);
+                    r.content_type = Some("a\nb".into());
+                }
+                ProbeSpec::EmailDns(e) => {
+                    e.domain = "localhost".into();
+                    e.dkim_selectors = vec!["a b".into()];
+                    e.dns_server = Some("ns1.example.test".into());
+                }
+                ProbeSpec::ExposedSecrets(x) => {
+                    x.max_files = 0;
+                    x.max_file_bytes = MAX_SECRETS_FILE_BYTES + 1;
+                }
+                _ => unreachable!("audit samples only"),
+            }
+        }
+        let got: Vec<_> = checks.iter().map(fields).collect();
+        let want: Vec<Vec<&str>> = vec![
+            vec!["url", "http_port", "aliases", "max_hops"],
+            vec!["url", "ca_file"],
+            vec!["hostile_origin"],
+            vec!["paths", "method"],
+            vec!["max_requests", "within", "content_type"],
+            vec!["domain", "dkim_selectors", "dns_server"],
+            vec!["max_files", "max_file_bytes"],
+        ];
+        assert_eq!(got, want);
+
+        let mut burst = audit_samples().remove(4);
+        burst.interval = Duration::from_secs(30);
+        let errs = burst.validate();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            errs[0].to_string(),
+            "interval: 30s is too short for a rate_limit check, which sends a burst of logins on every attempt: use at least 1m"
+        );
     }
 
     #[test]

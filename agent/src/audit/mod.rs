@@ -21,6 +21,7 @@ pub mod exposed_secrets;
 mod fetch;
 pub mod headers;
 mod html;
+pub mod probe;
 pub mod rate_limit;
 pub mod redirect;
 #[cfg(test)]

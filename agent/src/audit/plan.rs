@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use url::Url;
 use vantage_proto::spec::{
-    AuthRequiredSpec, CorsSpec, EmailDnsSpec, ExposedSecretsSpec, HeadersSpec, RateLimitSpec,
+    self, AuthRequiredSpec, CorsSpec, EmailDnsSpec, ExposedSecretsSpec, HeadersSpec, RateLimitSpec,
     RedirectSpec, TlsSpec, MAX_TIMEOUT,
 };
 
@@ -32,25 +32,23 @@ pub const CHECK_NAMES: [&str; 9] = [
     "email_dns",
 ];
 
-/// HSTS `max-age` asked of the site: 180 days, the floor of the HSTS
-/// preload list's older rule and of most audit tools.
-pub const HSTS_MIN_MAX_AGE: u64 = 180 * 24 * 3600;
+/// HSTS `max-age` asked of the site (see [`spec::DEFAULT_HSTS_MIN_MAX_AGE`]).
+pub const HSTS_MIN_MAX_AGE: u64 = spec::DEFAULT_HSTS_MIN_MAX_AGE;
 /// The origin the CORS check claims.
-pub const HOSTILE_ORIGIN: &str = "https://evil.example";
+pub const HOSTILE_ORIGIN: &str = spec::DEFAULT_HOSTILE_ORIGIN;
 /// Redirects allowed from the bare or plain-HTTP address to the canonical
-/// page (http→https then apex→www is 2; 5 leaves room without hiding loops).
-pub const MAX_REDIRECT_HOPS: u32 = 5;
+/// page (see [`spec::DEFAULT_MAX_REDIRECT_HOPS`]).
+pub const MAX_REDIRECT_HOPS: u32 = spec::DEFAULT_MAX_REDIRECT_HOPS;
 /// Login attempts in the rate-limit burst before a 429 must have come.
-pub const RATE_LIMIT_REQUESTS: u32 = 20;
+pub const RATE_LIMIT_REQUESTS: u32 = spec::DEFAULT_RATE_LIMIT_REQUESTS;
 /// Longest rate-limit burst.
-pub const RATE_LIMIT_WITHIN: Duration = Duration::from_secs(10);
+pub const RATE_LIMIT_WITHIN: Duration = spec::DEFAULT_RATE_LIMIT_WITHIN;
 /// The wrong login sent in the burst (a reserved `.invalid` address).
-pub const LOGIN_BODY: &str =
-    r#"{"username":"vantage-audit@example.invalid","password":"vantage-audit-wrong-password"}"#;
+pub const LOGIN_BODY: &str = spec::DEFAULT_LOGIN_BODY;
 /// Files the secrets scan may fetch.
-pub const SECRETS_MAX_FILES: u32 = 30;
+pub const SECRETS_MAX_FILES: u32 = spec::DEFAULT_SECRETS_MAX_FILES;
 /// Bytes read per file by the secrets scan.
-pub const SECRETS_MAX_FILE_BYTES: u64 = 5 * 1024 * 1024;
+pub const SECRETS_MAX_FILE_BYTES: u64 = spec::DEFAULT_SECRETS_MAX_FILE_BYTES;
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use crate::audit::probe::AuditProbe;
 use crate::egress::EgressPolicy;
 use vantage_proto::spec::{Check, ProbeKind, ProbeSpec};
 use vantage_proto::v1::{ErrorClass, TlsFacts};
@@ -57,7 +58,7 @@ pub struct Phases {
 /// A classified failure.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeError {
-    /// dns, connect, tls, timeout, status or body.
+    /// dns, connect, tls, timeout, status, body, egress or audit.
     pub class: ErrorClass,
     /// What happened, for humans. Never contains credentials from the URL.
     pub message: String,
@@ -80,7 +81,7 @@ impl fmt::Display for ProbeError {
 }
 
 /// The contract name of an error class (`dns`, `connect`, `tls`, `timeout`,
-/// `status`, `body`, `egress`; `unspecified` for the proto default).
+/// `status`, `body`, `egress`, `audit`; `unspecified` for the proto default).
 pub fn error_class_name(class: ErrorClass) -> &'static str {
     match class {
         ErrorClass::Unspecified => "unspecified",
@@ -91,6 +92,7 @@ pub fn error_class_name(class: ErrorClass) -> &'static str {
         ErrorClass::Status => "status",
         ErrorClass::Body => "body",
         ErrorClass::Egress => "egress",
+        ErrorClass::Audit => "audit",
     }
 }
 
@@ -278,5 +280,14 @@ pub fn build(check: &Check, egress: &Arc<EgressPolicy>) -> Result<Box<dyn Probe>
         ProbeSpec::Http(spec) => Box::new(http::HttpProbe::new(spec.clone(), timeout, egress)?),
         ProbeSpec::Tcp(spec) => Box::new(tcp::TcpProbe::new(spec.clone(), timeout, egress)),
         ProbeSpec::Tls(spec) => Box::new(tls::TlsProbe::new(spec.clone(), timeout, egress)?),
+        ProbeSpec::Redirect(_)
+        | ProbeSpec::Headers(_)
+        | ProbeSpec::Cors(_)
+        | ProbeSpec::AuthRequired(_)
+        | ProbeSpec::RateLimit(_)
+        | ProbeSpec::EmailDns(_)
+        | ProbeSpec::ExposedSecrets(_) => {
+            Box::new(AuditProbe::new(check.probe.clone(), timeout, egress)?)
+        }
     })
 }

@@ -366,15 +366,25 @@ pub struct CheckView {
 fn target_of(c: &CheckConfig) -> String {
     use vantage_proto::spec::ProbeSpec;
     match &c.check.probe {
-        ProbeSpec::Http(h) => {
-            let mut u = h.url.clone();
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
+        ProbeSpec::Http(h) => without_credentials(&h.url),
         ProbeSpec::Tcp(t) => format!("{}:{}", t.host, t.port),
         ProbeSpec::Tls(t) => format!("{}:{}", t.host, t.port),
+        ProbeSpec::Redirect(s) => without_credentials(&s.url),
+        ProbeSpec::Headers(s) => without_credentials(&s.url),
+        ProbeSpec::Cors(s) => without_credentials(&s.url),
+        ProbeSpec::AuthRequired(s) => without_credentials(&s.url),
+        ProbeSpec::RateLimit(s) => without_credentials(&s.url),
+        ProbeSpec::EmailDns(s) => s.domain.clone(),
+        ProbeSpec::ExposedSecrets(s) => without_credentials(&s.url),
     }
+}
+
+/// `url` as shown in the API: user name and password removed.
+fn without_credentials(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
 }
 
 fn view(

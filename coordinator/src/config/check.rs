@@ -10,7 +10,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use vantage_proto::spec::{Check, HttpSpec, ProbeKind, ProbeSpec, TcpSpec, TlsSpec};
+use vantage_proto::spec::{
+    self, AuthRequiredSpec, Check, CorsSpec, EmailDnsSpec, ExposedSecretsSpec, HeadersSpec,
+    HttpSpec, ProbeKind, ProbeSpec, RateLimitSpec, RedirectSpec, TcpSpec, TlsSpec,
+};
 
 use super::alerting;
 use super::reader::{self, Ctx, Field, Reported, TableReader};
@@ -20,6 +23,9 @@ use super::CheckConfig;
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 /// Default `timeout`, capped at the interval.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `interval` of a `rate_limit` check: the shortest it may have
+/// ([`spec::MIN_RATE_LIMIT_INTERVAL`]), since each attempt sends a burst.
+pub const DEFAULT_RATE_LIMIT_INTERVAL: Duration = spec::MIN_RATE_LIMIT_INTERVAL;
 
 /// Keys of every check, whatever its kind.
 #[cfg(test)]
@@ -52,17 +58,58 @@ const TCP_KEYS: &[&str] = &["host", "port"];
 /// Keys of a `tls` check (must match [`read_tls`]).
 const TLS_KEYS: &[&str] = &["host", "port", "server_name", "ca_file"];
 
+/// Keys of a `redirect` check (must match [`read_redirect`]).
+const REDIRECT_KEYS: &[&str] = &["url", "http_port", "aliases", "max_hops", "ca_file"];
+/// Keys of a `headers` check (must match [`read_headers_check`]).
+const HEADERS_KEYS: &[&str] = &[
+    "url",
+    "hsts_min_max_age",
+    "hsts_include_subdomains",
+    "ca_file",
+];
+/// Keys of a `cors` check (must match [`read_cors`]).
+const CORS_KEYS: &[&str] = &["url", "hostile_origin", "ca_file"];
+/// Keys of an `auth_required` check (must match [`read_auth_required`]).
+const AUTH_REQUIRED_KEYS: &[&str] = &["url", "paths", "method", "ca_file"];
+/// Keys of a `rate_limit` check (must match [`read_rate_limit`]).
+const RATE_LIMIT_KEYS: &[&str] = &[
+    "url",
+    "method",
+    "body",
+    "content_type",
+    "max_requests",
+    "within",
+    "ca_file",
+];
+/// Keys of an `email_dns` check (must match [`read_email_dns`]).
+const EMAIL_DNS_KEYS: &[&str] = &["domain", "dkim_selectors", "dns_server"];
+/// Keys of an `exposed_secrets` check (must match [`read_exposed_secrets`]).
+const EXPOSED_SECRETS_KEYS: &[&str] = &["url", "max_files", "max_file_bytes", "ca_file"];
+
 fn kind_keys(kind: ProbeKind) -> &'static [&'static str] {
     match kind {
         ProbeKind::Http => HTTP_KEYS,
         ProbeKind::Tcp => TCP_KEYS,
         ProbeKind::Tls => TLS_KEYS,
+        ProbeKind::Redirect => REDIRECT_KEYS,
+        ProbeKind::Headers => HEADERS_KEYS,
+        ProbeKind::Cors => CORS_KEYS,
+        ProbeKind::AuthRequired => AUTH_REQUIRED_KEYS,
+        ProbeKind::RateLimit => RATE_LIMIT_KEYS,
+        ProbeKind::EmailDns => EMAIL_DNS_KEYS,
+        ProbeKind::ExposedSecrets => EXPOSED_SECRETS_KEYS,
     }
 }
 
 /// "an http check", "a tcp check".
 fn a_kind(kind: ProbeKind) -> String {
-    let article = if kind == ProbeKind::Http { "an" } else { "a" };
+    let article = match kind {
+        ProbeKind::Http
+        | ProbeKind::AuthRequired
+        | ProbeKind::EmailDns
+        | ProbeKind::ExposedSecrets => "an",
+        _ => "a",
+    };
     format!("{article} {} check", kind.as_str())
 }
 
@@ -166,12 +213,37 @@ fn read_check(
         channels,
     );
 
+    // Read before the probe: the rate_limit default of `within` is capped at
+    // the timeout, whose own default depends on the interval.
+    let default_interval = match kind {
+        Ok(ProbeKind::RateLimit) => DEFAULT_RATE_LIMIT_INTERVAL,
+        _ => DEFAULT_INTERVAL,
+    };
+    let interval = stand_ins.or("interval", interval, default_interval);
+    let timeout_or_default = match &timeout {
+        Ok(Some(t)) => *t,
+        _ => DEFAULT_TIMEOUT.min(interval),
+    };
     let probe = match kind {
         Ok(kind) => {
+            let (cx2, r2, s2) = (&mut *cx, &mut r, &mut stand_ins);
             let probe = match kind {
-                ProbeKind::Http => read_http(cx, &mut r, &mut stand_ins).map(ProbeSpec::Http),
-                ProbeKind::Tcp => Some(ProbeSpec::Tcp(read_tcp(cx, &mut r, &mut stand_ins))),
-                ProbeKind::Tls => Some(ProbeSpec::Tls(read_tls(cx, &mut r, &mut stand_ins))),
+                ProbeKind::Http => read_http(cx2, r2, s2).map(ProbeSpec::Http),
+                ProbeKind::Tcp => Some(ProbeSpec::Tcp(read_tcp(cx2, r2, s2))),
+                ProbeKind::Tls => Some(ProbeSpec::Tls(read_tls(cx2, r2, s2))),
+                ProbeKind::Redirect => read_redirect(cx2, r2, s2).map(ProbeSpec::Redirect),
+                ProbeKind::Headers => read_headers_check(cx2, r2, s2).map(ProbeSpec::Headers),
+                ProbeKind::Cors => read_cors(cx2, r2, s2).map(ProbeSpec::Cors),
+                ProbeKind::AuthRequired => {
+                    read_auth_required(cx2, r2, s2).map(ProbeSpec::AuthRequired)
+                }
+                ProbeKind::RateLimit => {
+                    read_rate_limit(cx2, r2, s2, timeout_or_default).map(ProbeSpec::RateLimit)
+                }
+                ProbeKind::EmailDns => Some(ProbeSpec::EmailDns(read_email_dns(cx2, r2, s2))),
+                ProbeKind::ExposedSecrets => {
+                    read_exposed_secrets(cx2, r2, s2).map(ProbeSpec::ExposedSecrets)
+                }
             };
             reject_other_kinds_keys(cx, &mut r, kind);
             probe
@@ -195,7 +267,6 @@ fn read_check(
         })
     });
 
-    let interval = stand_ins.or("interval", interval, DEFAULT_INTERVAL);
     let interval_known = !stand_ins.0.contains(&"interval");
     let timeout = match timeout {
         Ok(Some(t)) => {
@@ -437,6 +508,242 @@ fn read_tls(cx: &mut Ctx<'_>, r: &mut TableReader<'_, '_>, stand_ins: &mut Stand
         server_name: stand_ins.or("server_name", server_name.map(|s| s.map(Some)), None),
         ca_file: stand_ins.or("ca_file", ca_file.map(|c| c.map(Some)), None),
     }
+}
+
+/// The required `url` of an audit check, or a stand-in.
+fn audit_url(
+    cx: &mut Ctx<'_>,
+    r: &mut TableReader<'_, '_>,
+    stand_ins: &mut StandIns,
+) -> Option<url::Url> {
+    match r.required(cx, "url", read_url) {
+        Ok(url) => Some(url),
+        Err(Reported) => {
+            stand_ins.0.push("url");
+            url::Url::parse("https://stand-in.invalid/").ok()
+        }
+    }
+}
+
+/// An optional string whose absence means `None`.
+fn optional_string(
+    cx: &mut Ctx<'_>,
+    r: &mut TableReader<'_, '_>,
+    stand_ins: &mut StandIns,
+    key: &'static str,
+) -> Option<String> {
+    let read = r.optional(cx, key, reader::string);
+    stand_ins.or(key, read.map(|v| v.map(Some)), None)
+}
+
+/// An array of strings.
+fn read_strings(
+    cx: &mut Ctx<'_>,
+    f: &Field<'_, '_>,
+    expected: &str,
+) -> Result<Vec<String>, Reported> {
+    let elements = f.array(cx, expected)?;
+    let mut out = Vec::new();
+    let mut failed = false;
+    for e in &elements {
+        match reader::string(cx, e) {
+            Ok(s) => out.push(s),
+            Err(Reported) => failed = true,
+        }
+    }
+    if failed {
+        Err(Reported)
+    } else {
+        Ok(out)
+    }
+}
+
+/// An integer in `range`; Check::validate owns the finer rules.
+fn read_count<T: TryFrom<i64>>(
+    cx: &mut Ctx<'_>,
+    f: &Field<'_, '_>,
+    expected: &str,
+) -> Result<T, Reported> {
+    let n = reader::integer(cx, f, expected)?;
+    T::try_from(n).map_err(|_| f.error(cx, format!("{n} is out of range: expected {expected}")))
+}
+
+fn read_redirect(
+    cx: &mut Ctx<'_>,
+    r: &mut TableReader<'_, '_>,
+    stand_ins: &mut StandIns,
+) -> Option<RedirectSpec> {
+    let url = audit_url(cx, r, stand_ins)?;
+    let http_port = r.optional(cx, "http_port", |cx, f| {
+        read_count(cx, f, "a port number (1-65535)")
+    });
+    let aliases = r.optional(cx, "aliases", |cx, f| {
+        read_strings(cx, f, "an array of host names like [\"www.example.com\"]")
+    });
+    let max_hops = r.optional(cx, "max_hops", |cx, f| {
+        read_count(cx, f, "an integer from 1 to 20")
+    });
+    let ca_file = optional_string(cx, r, stand_ins, "ca_file");
+    Some(RedirectSpec {
+        http_port: stand_ins.or("http_port", http_port, spec::DEFAULT_HTTP_PORT),
+        aliases: stand_ins.or("aliases", aliases, RedirectSpec::default_aliases(&url)),
+        max_hops: stand_ins.or("max_hops", max_hops, spec::DEFAULT_MAX_REDIRECT_HOPS),
+        ca_file,
+        url,
+    })
+}
+
+fn read_headers_check(
+    cx: &mut Ctx<'_>,
+    r: &mut TableReader<'_, '_>,
+    stand_ins: &mut StandIns,
+) -> Option<HeadersSpec> {
+    let url = audit_url(cx, r, stand_ins)?;
+    let max_age = r.optional(cx, "hsts_min_max_age", |cx, f| {
+        read_count(cx, f, "a number of seconds like 31536000")
+    });
+    let subdomains = r.optional(cx, "hsts_include_subdomains", reader::boolean);
+    let ca_file = optional_string(cx, r, stand_ins, "ca_file");
+    Some(HeadersSpec {
+        url,
+        hsts_min_max_age: stand_ins.or("hsts_min_max_age", max_age, spec::DEFAULT_HSTS_MIN_MAX_AGE),
+        hsts_include_subdomains: stand_ins.or("hsts_include_subdomains", subdomains, false),
+        ca_file,
+    })
+}
+
+fn read_cors(
+    cx: &mut Ctx<'_>,
+    r: &mut TableReader<'_, '_>,
+    stand_ins: &mut StandIns,
+) -> Option<CorsSpec> {
+    let url = audit_url(cx, r, stand_ins)?;
+    let origin = r.optional(cx, "hostile_origin", reader::string);
+    let ca_file = optional_string(cx, r, stand_ins, "ca_file");
+    Some(CorsSpec {
+        url,
+        hostile_origin: stand_ins.or(
+            "hostile_origin",
+            origin,
+            spec::DEFAULT_HOSTILE_ORIGIN.into(),
+        ),
+        ca_file,
+    })
+}
+
+fn read_method(
+    cx: &mut Ctx<'_>,
+    r: &mut TableReader<'_, '_>,
+    stand_ins: &mut StandIns,
+    default: &str,
+) -> String {
+    let method = r.optional(cx, "method", |cx, f| {
+        reader::string(cx, f).map(|m| m.to_ascii_uppercase())
+    });
+    stand_ins.or("method", method, default.into())
+}
+
+fn read_auth_required(
+    cx: &mut Ctx<'_>,
+    r: &mut TableReader<'_, '_>,
+    stand_ins: &mut StandIns,
+) -> Option<AuthRequiredSpec> {
+    let url = audit_url(cx, r, stand_ins)?;
+    let paths = r.required(cx, "paths", |cx, f| {
+        read_strings(cx, f, "an array of paths like [\"/admin\"]")
+    });
+    let method = read_method(cx, r, stand_ins, "GET");
+    let ca_file = optional_string(cx, r, stand_ins, "ca_file");
+    Some(AuthRequiredSpec {
+        url,
+        paths: stand_ins.req("paths", paths, Vec::new()),
+        method,
+        ca_file,
+    })
+}
+
+fn read_rate_limit(
+    cx: &mut Ctx<'_>,
+    r: &mut TableReader<'_, '_>,
+    stand_ins: &mut StandIns,
+    timeout: Duration,
+) -> Option<RateLimitSpec> {
+    let url = audit_url(cx, r, stand_ins)?;
+    let method = read_method(cx, r, stand_ins, "POST");
+    let body = r.optional(cx, "body", reader::string);
+    let content_type = r.optional(cx, "content_type", reader::string);
+    let max_requests = r.optional(cx, "max_requests", |cx, f| {
+        read_count(cx, f, "an integer from 1 to 500")
+    });
+    let within = r.optional(cx, "within", reader::duration);
+    let ca_file = optional_string(cx, r, stand_ins, "ca_file");
+    // The default login body is JSON; a body of one's own has no default type.
+    let body_given = matches!(body, Ok(Some(_)));
+    Some(RateLimitSpec {
+        url,
+        method,
+        body: Some(stand_ins.or("body", body, spec::DEFAULT_LOGIN_BODY.into())),
+        content_type: stand_ins.or(
+            "content_type",
+            content_type.map(|c| c.map(Some)),
+            (!body_given).then(|| spec::DEFAULT_LOGIN_CONTENT_TYPE.into()),
+        ),
+        max_requests: stand_ins.or(
+            "max_requests",
+            max_requests,
+            spec::DEFAULT_RATE_LIMIT_REQUESTS,
+        ),
+        within: stand_ins.or(
+            "within",
+            within,
+            spec::DEFAULT_RATE_LIMIT_WITHIN.min(timeout),
+        ),
+        ca_file,
+    })
+}
+
+fn read_email_dns(
+    cx: &mut Ctx<'_>,
+    r: &mut TableReader<'_, '_>,
+    stand_ins: &mut StandIns,
+) -> EmailDnsSpec {
+    let domain = r.required(cx, "domain", |cx, f| {
+        reader::string(cx, f).map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+    });
+    let selectors = r.optional(cx, "dkim_selectors", |cx, f| {
+        read_strings(cx, f, "an array of DKIM selectors like [\"google\"]")
+    });
+    let dns_server = optional_string(cx, r, stand_ins, "dns_server");
+    EmailDnsSpec {
+        domain: stand_ins.req("domain", domain, String::new()),
+        dkim_selectors: stand_ins.or("dkim_selectors", selectors, Vec::new()),
+        dns_server,
+    }
+}
+
+fn read_exposed_secrets(
+    cx: &mut Ctx<'_>,
+    r: &mut TableReader<'_, '_>,
+    stand_ins: &mut StandIns,
+) -> Option<ExposedSecretsSpec> {
+    let url = audit_url(cx, r, stand_ins)?;
+    let max_files = r.optional(cx, "max_files", |cx, f| {
+        read_count(cx, f, "an integer from 1 to 1000")
+    });
+    let max_file_bytes = r.optional(cx, "max_file_bytes", |cx, f| {
+        read_count(cx, f, "a number of bytes from 1 to 67108864")
+    });
+    let ca_file = optional_string(cx, r, stand_ins, "ca_file");
+    Some(ExposedSecretsSpec {
+        url,
+        max_files: stand_ins.or("max_files", max_files, spec::DEFAULT_SECRETS_MAX_FILES),
+        max_file_bytes: stand_ins.or(
+            "max_file_bytes",
+            max_file_bytes,
+            spec::DEFAULT_SECRETS_MAX_FILE_BYTES,
+        ),
+        ca_file,
+    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use vantage_coordinator::config::{self, ConfigError, ConfigErrors, ServerConfig};
-use vantage_proto::spec::{HttpSpec, ProbeSpec, TcpSpec, TlsSpec};
+use vantage_proto::spec::{
+    self, AuthRequiredSpec, CorsSpec, EmailDnsSpec, ExposedSecretsSpec, HeadersSpec, HttpSpec,
+    ProbeKind, ProbeSpec, RateLimitSpec, RedirectSpec, TcpSpec, TlsSpec,
+};
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -157,6 +160,81 @@ fn tcp_check_with_host_port_regions_parses() {
             port: 5432
         })
     );
+}
+
+/// One table per audit kind; the keys left out get the one-shot audit's
+/// defaults (`vantage-agent audit`).
+#[test]
+fn audit_kinds_parse_with_the_audit_defaults() {
+    let cfg = config::load(&fixture_dir("ok").join("audit.toml")).unwrap();
+    let kinds: Vec<_> = cfg.checks.iter().map(|c| c.check.probe.kind()).collect();
+    let audit_kinds: Vec<_> = ProbeKind::ALL
+        .into_iter()
+        .filter(|k| k.is_audit())
+        .collect();
+    assert_eq!(kinds, audit_kinds);
+    let url = |s: &str| url::Url::parse(s).unwrap();
+    let probes: Vec<_> = cfg.checks.iter().map(|c| c.check.probe.clone()).collect();
+    assert_eq!(
+        probes,
+        [
+            ProbeSpec::Redirect(RedirectSpec {
+                url: url("https://www.example.com/"),
+                http_port: 80,
+                aliases: vec!["example.com".into()],
+                max_hops: 5,
+                ca_file: None,
+            }),
+            ProbeSpec::Headers(HeadersSpec {
+                url: url("https://example.com/"),
+                hsts_min_max_age: 31_536_000,
+                hsts_include_subdomains: true,
+                ca_file: None,
+            }),
+            ProbeSpec::Cors(CorsSpec {
+                url: url("https://api.example.com/v1/me"),
+                hostile_origin: "https://evil.example".into(),
+                ca_file: None,
+            }),
+            ProbeSpec::AuthRequired(AuthRequiredSpec {
+                url: url("https://example.com/"),
+                paths: vec!["/admin".into(), "/api/account".into()],
+                method: "GET".into(),
+                ca_file: None,
+            }),
+            ProbeSpec::RateLimit(RateLimitSpec {
+                url: url("https://example.com/api/login"),
+                method: "POST".into(),
+                body: Some(spec::DEFAULT_LOGIN_BODY.into()),
+                content_type: Some("application/json".into()),
+                max_requests: 30,
+                within: Duration::from_secs(15),
+                ca_file: None,
+            }),
+            ProbeSpec::EmailDns(EmailDnsSpec {
+                domain: "example.com".into(),
+                dkim_selectors: vec!["google".into()],
+                dns_server: Some("1.1.1.1".into()),
+            }),
+            ProbeSpec::ExposedSecrets(ExposedSecretsSpec {
+                url: url("https://example.com/"),
+                max_files: 50,
+                max_file_bytes: 5 * 1024 * 1024,
+                ca_file: None,
+            }),
+        ]
+    );
+
+    // A rate_limit check without interval or within gets 1m and min(10s, timeout).
+    let text = "version = 1\n[[check]]\nname = \"l\"\nkind = \"rate_limit\"\n\
+                url = \"https://example.com/login\"\ntimeout = \"4s\"\nregions = [\"eu\"]\n";
+    let cfg = parse(text).unwrap();
+    let c = &cfg.checks[0].check;
+    assert_eq!(c.interval, Duration::from_secs(60));
+    let ProbeSpec::RateLimit(r) = &c.probe else {
+        panic!("{c:?}")
+    };
+    assert_eq!((r.within, r.max_requests), (Duration::from_secs(4), 20));
 }
 
 #[test]

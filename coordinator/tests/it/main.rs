@@ -6,6 +6,7 @@ mod across_regions;
 mod agent_kills;
 mod alerts;
 mod api_auth;
+mod audit_checks;
 mod channels;
 mod config;
 mod crash;

@@ -56,7 +56,7 @@ pub struct Hello {
     /// Agent version (semver).
     #[prost(string, tag = "3")]
     pub version: ::prost::alloc::string::String,
-    /// Probe kinds the agent can run ("http", "tcp", "tls").
+    /// Probe kinds the agent can run ("http", "tcp", "tls", "redirect", ...).
     #[prost(string, repeated, tag = "4")]
     pub capabilities: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     /// As in ResultBatch.
@@ -104,7 +104,7 @@ pub struct Check {
     pub interval_ms: u32,
     #[prost(uint32, tag = "3")]
     pub timeout_ms: u32,
-    #[prost(oneof = "check::Probe", tags = "10, 11, 12")]
+    #[prost(oneof = "check::Probe", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19")]
     pub probe: ::core::option::Option<check::Probe>,
 }
 /// Nested message and enum types in `Check`.
@@ -118,6 +118,22 @@ pub mod check {
         Tcp(super::TcpProbe),
         #[prost(message, tag = "12")]
         Tls(super::TlsProbe),
+        /// Launch-readiness audit checks: an attempt fails when a finding of
+        /// severity medium or above fails (class ERROR_CLASS_AUDIT).
+        #[prost(message, tag = "13")]
+        Redirect(super::RedirectProbe),
+        #[prost(message, tag = "14")]
+        Headers(super::HeadersProbe),
+        #[prost(message, tag = "15")]
+        Cors(super::CorsProbe),
+        #[prost(message, tag = "16")]
+        AuthRequired(super::AuthRequiredProbe),
+        #[prost(message, tag = "17")]
+        RateLimit(super::RateLimitProbe),
+        #[prost(message, tag = "18")]
+        EmailDns(super::EmailDnsProbe),
+        #[prost(message, tag = "19")]
+        ExposedSecrets(super::ExposedSecretsProbe),
     }
 }
 #[allow(clippy::all)]
@@ -173,6 +189,108 @@ pub struct TlsProbe {
     /// SNI and the name the certificate must match; empty means `host`.
     #[prost(string, optional, tag = "3")]
     pub server_name: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "4")]
+    pub ca_file: ::core::option::Option<::prost::alloc::string::String>,
+}
+/// `redirect`: plain HTTP goes to HTTPS and aliases to the canonical host.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RedirectProbe {
+    /// The canonical https:// URL.
+    #[prost(string, tag = "1")]
+    pub url: ::prost::alloc::string::String,
+    /// Port of the plain-HTTP listener.
+    #[prost(uint32, tag = "2")]
+    pub http_port: u32,
+    /// Host names that must redirect to the canonical host.
+    #[prost(string, repeated, tag = "3")]
+    pub aliases: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(uint32, tag = "4")]
+    pub max_hops: u32,
+    #[prost(string, optional, tag = "5")]
+    pub ca_file: ::core::option::Option<::prost::alloc::string::String>,
+}
+/// `headers`: security headers and no mixed content.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HeadersProbe {
+    #[prost(string, tag = "1")]
+    pub url: ::prost::alloc::string::String,
+    /// Smallest accepted HSTS max-age, seconds.
+    #[prost(uint64, tag = "2")]
+    pub hsts_min_max_age: u64,
+    #[prost(bool, tag = "3")]
+    pub hsts_include_subdomains: bool,
+    #[prost(string, optional, tag = "4")]
+    pub ca_file: ::core::option::Option<::prost::alloc::string::String>,
+}
+/// `cors`: a hostile Origin is not reflected.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CorsProbe {
+    #[prost(string, tag = "1")]
+    pub url: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub hostile_origin: ::prost::alloc::string::String,
+    #[prost(string, optional, tag = "3")]
+    pub ca_file: ::core::option::Option<::prost::alloc::string::String>,
+}
+/// `auth_required`: protected routes refuse anonymous requests.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AuthRequiredProbe {
+    #[prost(string, tag = "1")]
+    pub url: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "2")]
+    pub paths: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Empty means GET.
+    #[prost(string, tag = "3")]
+    pub method: ::prost::alloc::string::String,
+    #[prost(string, optional, tag = "4")]
+    pub ca_file: ::core::option::Option<::prost::alloc::string::String>,
+}
+/// `rate_limit`: a bounded burst gets a 429 in time.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RateLimitProbe {
+    #[prost(string, tag = "1")]
+    pub url: ::prost::alloc::string::String,
+    /// Empty means POST.
+    #[prost(string, tag = "2")]
+    pub method: ::prost::alloc::string::String,
+    #[prost(string, optional, tag = "3")]
+    pub body: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "4")]
+    pub content_type: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(uint32, tag = "5")]
+    pub max_requests: u32,
+    #[prost(uint32, tag = "6")]
+    pub within_ms: u32,
+    #[prost(string, optional, tag = "7")]
+    pub ca_file: ::core::option::Option<::prost::alloc::string::String>,
+}
+/// `email_dns`: SPF, DMARC, DKIM and MX of a mail domain.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EmailDnsProbe {
+    #[prost(string, tag = "1")]
+    pub domain: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "2")]
+    pub dkim_selectors: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// IP or IP:PORT; absent means the system resolver.
+    #[prost(string, optional, tag = "3")]
+    pub dns_server: ::core::option::Option<::prost::alloc::string::String>,
+}
+/// `exposed_secrets`: no credential-like strings in a page and its scripts.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExposedSecretsProbe {
+    #[prost(string, tag = "1")]
+    pub url: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub max_files: u32,
+    #[prost(uint64, tag = "3")]
+    pub max_file_bytes: u64,
     #[prost(string, optional, tag = "4")]
     pub ca_file: ::core::option::Option<::prost::alloc::string::String>,
 }
@@ -388,6 +506,8 @@ pub enum ErrorClass {
     /// target resolved to a non-public address that is not on the agent's
     /// allow-list.
     Egress = 7,
+    /// An audit check kind found a failed finding of severity medium or above.
+    Audit = 8,
 }
 impl ErrorClass {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -404,6 +524,7 @@ impl ErrorClass {
             Self::Status => "ERROR_CLASS_STATUS",
             Self::Body => "ERROR_CLASS_BODY",
             Self::Egress => "ERROR_CLASS_EGRESS",
+            Self::Audit => "ERROR_CLASS_AUDIT",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -417,6 +538,7 @@ impl ErrorClass {
             "ERROR_CLASS_STATUS" => Some(Self::Status),
             "ERROR_CLASS_BODY" => Some(Self::Body),
             "ERROR_CLASS_EGRESS" => Some(Self::Egress),
+            "ERROR_CLASS_AUDIT" => Some(Self::Audit),
             _ => None,
         }
     }
