@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`v1`]: the gRPC messages and the `Fleet` service, generated from
 //!   `proto/vantage/v1/fleet.proto` and checked in (see `tests/bootstrap.rs`).
+//! - [`build_info`]: version, commit and compiler of this build, and the
+//!   version compatibility rule between agents and coordinator.
 //! - [`histogram`]: the HdrHistogram V2 + deflate codec used for every latency
 //!   histogram on the wire, with input limits.
 //! - [`spec`]: typed, validated check specifications and their conversion to and
@@ -18,6 +20,7 @@ pub mod v1 {
     include!("generated/vantage.v1.rs");
 }
 
+pub mod build_info;
 pub mod histogram;
 pub mod spec;
 pub mod threshold;
