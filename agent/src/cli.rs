@@ -21,10 +21,14 @@ const EXIT_LOAD_ERROR: u8 = 1;
 /// threshold: "ran, and the target did not pass").
 const EXIT_AUDIT_NOT_READY: u8 = 99;
 
+/// `--version`: the version and what the build is made from.
+static LONG_VERSION: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(vantage_proto::build_info::long_version);
+
 #[derive(Parser)]
 #[command(
     name = "vantage-agent",
-    version,
+    version = LONG_VERSION.as_str(),
     about = "Vantage agent: runs checks and streams results to the coordinator"
 )]
 pub struct Cli {
@@ -89,6 +93,10 @@ enum Command {
         /// are refused without it.
         #[arg(long, value_name = "CIDR")]
         egress_allow: Vec<String>,
+        /// Serve GET /healthz (liveness) and /readyz (a coordinator session
+        /// is open) over plain HTTP on this address, e.g. 0.0.0.0:9090.
+        #[arg(long, env = "VANTAGE_HEALTH_LISTEN", value_name = "ADDR")]
+        health_listen: Option<std::net::SocketAddr>,
     },
     /// Run one check now and print its phases, status and TLS facts.
     Probe {
@@ -235,6 +243,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             load_max_rate,
             load_max_duration,
             egress_allow,
+            health_listen,
         } => {
             let env = std::env::var(vantage_agent::egress::ALLOW_ENV).ok();
             let egress = match vantage_agent::egress::EgressPolicy::from_flags_and_env(
@@ -270,6 +279,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             opts.spool_dir = Some(spool_dir);
             opts.spool_max_bytes = spool_max_bytes;
             opts.egress = std::sync::Arc::new(egress);
+            opts.health_listen = health_listen;
             let env = std::env::var(vantage_agent::load::safety::ALLOWED_HOSTS_ENV).ok();
             opts.load = vantage_agent::load::remote::Limits {
                 allowed: vantage_agent::load::safety::AllowedHosts::from_flags_and_env(

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod audit;
 pub mod egress;
+pub mod health;
 pub mod load;
 pub mod oneshot;
 pub mod probe;
@@ -58,6 +59,9 @@ pub struct AgentOptions {
     /// Where checks and coordinator-driven load may connect (default:
     /// public addresses only).
     pub egress: Arc<egress::EgressPolicy>,
+    /// Where to serve `/healthz` and `/readyz` ([`health`]); none by
+    /// default.
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 impl AgentOptions {
@@ -71,6 +75,7 @@ impl AgentOptions {
             load: load::remote::Limits::default(),
             drain: DEFAULT_DRAIN,
             egress: Arc::default(),
+            health_listen: None,
         }
     }
 }
@@ -127,7 +132,22 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> anyh
             );
         }
     }
+    let health = match opts.health_listen {
+        Some(addr) => Some(health::bind(addr).await?),
+        None => None,
+    };
+    tracing::info!(version = %vantage_proto::build_info::long_version(), agent = %opts.identity.name,
+        region = %opts.identity.region, "agent starting");
     let spool = Arc::new(open_spool(&opts).await?);
+    let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_health = CancellationToken::new();
+    let health = health.map(|listener| {
+        tokio::spawn(health::serve(
+            listener,
+            Arc::clone(&connected),
+            stop_health.clone(),
+        ))
+    });
     let (checks_tx, checks_rx) = watch::channel(Vec::new());
     let (window_tx, window_rx) = watch::channel(DEFAULT_WINDOW);
     let (results_tx, results_rx) = mpsc::channel(RESULTS_CAPACITY);
@@ -149,6 +169,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> anyh
             checks: checks_tx,
             window: window_tx,
             loads: load::remote::Runner::new(opts.load.clone(), Arc::clone(&opts.egress)),
+            connected,
         },
         stop_session.clone(),
         opts.drain,
@@ -163,6 +184,10 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> anyh
     let _ = recorder.await;
     stop_session.cancel();
     let _ = session.await;
+    stop_health.cancel();
+    if let Some(h) = health {
+        let _ = h.await;
+    }
     let left = spool.len();
     if left > 0 {
         tracing::warn!(

@@ -165,6 +165,8 @@ pub struct Outputs {
     pub window: watch::Sender<Duration>,
     /// Runs the coordinator's load commands.
     pub loads: Arc<Runner>,
+    /// Set while a session is established (`/readyz`).
+    pub connected: Arc<std::sync::atomic::AtomicBool>,
 }
 
 enum Ended {
@@ -207,7 +209,10 @@ pub async fn run(
             }
         }
         let began = Instant::now();
-        match session(&id, &spool, &out, &stop, drain).await {
+        let ended = session(&id, &spool, &out, &stop, drain).await;
+        out.connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        match ended {
             Ok(Ended::Shutdown) => return,
             Err(e) => {
                 if began.elapsed() >= HEALTHY_RESET {
@@ -356,8 +361,14 @@ async fn session(
             .send(Duration::from_millis(u64::from(w.window_ms)));
     }
     let pending = spool.len();
-    tracing::info!(coordinator = %id.coordinator, last_stored_seq = w.last_stored_seq,
-        pending, "session established");
+    if let Err(e) = vantage_proto::build_info::compatibility(&w.coordinator_version) {
+        tracing::warn!(agent_version = vantage_proto::build_info::VERSION,
+            "the coordinator runs an incompatible version: {e}; upgrade so both are in one series (coordinator first)");
+    }
+    tracing::info!(coordinator = %id.coordinator, coordinator_version = %w.coordinator_version,
+        last_stored_seq = w.last_stored_seq, pending, "session established");
+    out.connected
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     // The backlog: every batch numbered before this session. Its delivery is
     // logged once, with how long it took.
     let mut backlog = (pending > 0).then(|| (spool.next_seq() - 1, pending, Instant::now()));
