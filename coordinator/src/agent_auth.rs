@@ -55,6 +55,17 @@ pub enum AgentAuthError {
     Forbidden(String),
 }
 
+/// SHA-256 of the bearer token in `metadata`'s `authorization`, if any.
+pub fn presented_digest(metadata: &MetadataMap) -> Option<[u8; 32]> {
+    metadata
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(digest)
+}
+
 /// The configured agents.
 #[derive(Debug, Clone)]
 pub struct AgentAuth {
@@ -81,14 +92,7 @@ impl AgentAuth {
         if self.is_open() {
             return Ok(None);
         }
-        let presented = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(AgentAuthError::Unauthenticated)?;
-        let d = digest(presented);
+        let d = presented_digest(metadata).ok_or(AgentAuthError::Unauthenticated)?;
         // Every digest is compared, whichever matches.
         let mut found = None;
         for entry in &self.entries {
@@ -99,6 +103,22 @@ impl AgentAuth {
             }
         }
         found.map(Some).ok_or(AgentAuthError::Unauthenticated)
+    }
+
+    /// Whether a session that authenticated with the token digest
+    /// `presented` as `agent` in `region` would still be admitted: after a
+    /// config reload, sessions that would not are closed.
+    pub fn admits(&self, agent: &str, region: &str, presented: Option<&[u8; 32]>) -> bool {
+        if self.is_open() {
+            return true;
+        }
+        let Some(d) = presented else {
+            return false;
+        };
+        self.entries.iter().any(|e| {
+            e.sha256.iter().any(|known| ct_eq(known, d))
+                && Self::authorize(Some(e), agent, region).is_ok()
+        })
     }
 
     /// Whether `hello`'s name and region fit `entry` (the token's owner).

@@ -43,6 +43,7 @@ use vantage_proto::{histogram, is_valid_name};
 use crate::agent_auth::{AgentAuth, AgentAuthError};
 use crate::config::Config;
 use crate::now_ms;
+use crate::reload::LiveConfig;
 use crate::store::{IngestOutcome, Store, StoreError};
 
 /// How long a new session may take to send `Hello`.
@@ -107,6 +108,10 @@ pub struct AgentInfo {
     pub region: String,
     /// Reported version.
     pub version: String,
+    /// Whether that version works with this coordinator (the rule in
+    /// [`vantage_proto::build_info`]); an incompatible agent is served, and
+    /// warned about.
+    pub version_compatible: bool,
     /// Unix ms of connection.
     pub connected_unix_ms: i64,
     /// Unix ms of the last message.
@@ -144,6 +149,9 @@ struct Session {
     id: u64,
     info: AgentInfo,
     capabilities: Vec<ProbeKind>,
+    /// SHA-256 of the token the session authenticated with, to re-check
+    /// it against a reloaded config.
+    token_sha256: Option<[u8; 32]>,
     tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
 }
 
@@ -162,7 +170,7 @@ pub struct Liveness {
 
 /// Fleet state shared by all sessions.
 pub struct Fleet {
-    config: Arc<Config>,
+    config: Arc<LiveConfig>,
     store: Arc<dyn Store>,
     sessions: Mutex<HashMap<String, Session>>,
     /// Agents whose session ended, with region and last-seen time.
@@ -174,8 +182,8 @@ pub struct Fleet {
     load_events: Mutex<Option<mpsc::Sender<LoadEvent>>>,
     /// Ingest counters by agent name.
     ingest_counts: Mutex<HashMap<String, IngestCounts>>,
-    /// Which agents may connect.
-    auth: AgentAuth,
+    /// Which agents may connect; replaced by a config reload.
+    auth: std::sync::RwLock<Arc<AgentAuth>>,
     /// Checks ever assigned to each agent that connected since start: read
     /// from the store at `Hello`, grown by every assignment (and persisted).
     assigned: Mutex<HashMap<String, HashSet<String>>>,
@@ -231,9 +239,9 @@ fn fnv1a(parts: &[&str]) -> u64 {
 
 impl Fleet {
     /// A fleet with no agents connected.
-    pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Arc<Self> {
+    pub fn new(config: Arc<LiveConfig>, store: Arc<dyn Store>) -> Arc<Self> {
         Arc::new(Fleet {
-            auth: AgentAuth::new(config.agents.clone()),
+            auth: std::sync::RwLock::new(Arc::new(AgentAuth::new(config.current().agents.clone()))),
             assigned: Mutex::new(HashMap::new()),
             config,
             store,
@@ -247,6 +255,52 @@ impl Fleet {
             probe_metrics: crate::metrics::ProbeMetrics::default(),
             health: Arc::default(),
         })
+    }
+
+    /// Whether `id` is `agent`'s current session.
+    fn is_current(&self, agent: &str, id: u64) -> bool {
+        self.lock().get(agent).is_some_and(|s| s.id == id)
+    }
+
+    fn auth(&self) -> Arc<AgentAuth> {
+        Arc::clone(&self.auth.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A reloaded config is running: admits agents by its `[[agent]]`
+    /// tables from now on, closes the sessions it no longer admits, and
+    /// sends every connected agent its assignment under the new checks
+    /// (unchanged checks keep running on the agents).
+    pub fn config_applied(&self, new: &Config) {
+        let auth = Arc::new(AgentAuth::new(new.agents.clone()));
+        *self.auth.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&auth);
+        let mut regions: Vec<String> = Vec::new();
+        let mut closed: Vec<(String, String)> = Vec::new();
+        {
+            let mut sessions = self.lock();
+            sessions.retain(|name, s| {
+                if !regions.contains(&s.info.region) {
+                    regions.push(s.info.region.clone());
+                }
+                if auth.admits(name, &s.info.region, s.token_sha256.as_ref()) {
+                    return true;
+                }
+                let _ = s.tx.try_send(Err(Status::permission_denied(
+                    "this agent's [[agent]] entry was removed or changed by a config reload",
+                )));
+                closed.push((name.clone(), s.info.region.clone()));
+                false
+            });
+        }
+        for (agent, region) in closed {
+            tracing::warn!(%agent, %region, "agent session closed: the reloaded config no longer admits it");
+            self.departed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(agent, (region, now_ms()));
+        }
+        for region in regions {
+            self.reassign(&region);
+        }
     }
 
     /// The coordinator's own health figures, for `/metrics`.
@@ -359,7 +413,9 @@ impl Fleet {
         names.sort();
         let mut owned: HashMap<String, Vec<v1::Check>> =
             names.iter().map(|n| (n.clone(), Vec::new())).collect();
-        for c in &self.config.checks {
+        let mut unplaced: Vec<&str> = Vec::new();
+        let config = self.config.current();
+        for c in &config.checks {
             if !c.regions.iter().any(|r| r == region) {
                 continue;
             }
@@ -372,11 +428,19 @@ impl Fleet {
                         .is_some_and(|s| s.capabilities.contains(&kind))
                 })
                 .max_by_key(|n| fnv1a(&[&c.check.name, n]));
-            if let Some(owner) = owner {
-                if let Some(list) = owned.get_mut(owner) {
-                    list.push(assigned_check(&c.check, region));
+            match owner {
+                Some(owner) => {
+                    if let Some(list) = owned.get_mut(owner) {
+                        list.push(assigned_check(&c.check, region));
+                    }
                 }
+                None if !names.is_empty() => unplaced.push(c.check.name.as_str()),
+                None => {}
             }
+        }
+        if !unplaced.is_empty() {
+            tracing::warn!(%region, checks = ?unplaced,
+                "no agent of the region supports these checks' kinds (older agents?): they do not run there until one that does connects");
         }
         let mut newly: Vec<(String, Vec<String>)> = Vec::new();
         {
@@ -457,6 +521,7 @@ impl Fleet {
     fn may_report(&self, agent: &str, region: &str, check: &str) -> bool {
         let runs_here = self
             .config
+            .current()
             .checks
             .iter()
             .any(|c| c.check.name == check && c.regions.iter().any(|r| r == region));
@@ -686,6 +751,15 @@ impl Fleet {
                 };
                 self.touch(&agent, session_id);
                 match msg.msg {
+                    Some(agent_message::Msg::Results(_)) if !self.is_current(&agent, session_id) => {
+                        // Replaced by a newer session, or no longer admitted
+                        // after a config reload: nothing more is stored here
+                        // (what was not acknowledged stays in the agent's
+                        // spool).
+                        return Err(FleetError::Forbidden(
+                            "this session was closed (replaced, or no longer admitted by the config)".into(),
+                        ));
+                    }
                     Some(agent_message::Msg::Results(batch)) => {
                         // Group commit: the batches the agent has already
                         // sent (its in-flight window, a backlog after a
@@ -831,7 +905,7 @@ impl FleetService {
     pub fn new(fleet: Arc<Fleet>) -> Self {
         FleetService {
             fleet,
-            coordinator_version: env!("CARGO_PKG_VERSION"),
+            coordinator_version: vantage_proto::build_info::VERSION,
         }
     }
 }
@@ -845,9 +919,9 @@ impl v1::fleet_server::Fleet for FleetService {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         // The token first: without a valid one, not even Hello is read.
-        let entry = self
-            .fleet
-            .auth
+        let auth = self.fleet.auth();
+        let token_sha256 = crate::agent_auth::presented_digest(request.metadata());
+        let entry = auth
             .authenticate(request.metadata())
             .map_err(|e| {
                 tracing::warn!(peer = ?request.remote_addr(), "agent session refused: no valid token");
@@ -872,6 +946,15 @@ impl v1::fleet_server::Fleet for FleetService {
                 "agent session refused: identity does not match the token");
             return Err(FleetError::from(e).into());
         }
+        let version_compatible = match vantage_proto::build_info::compatibility(&hello.version) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(agent = %hello.agent, region = %hello.region,
+                    coordinator_version = vantage_proto::build_info::VERSION,
+                    "agent runs an incompatible version: {e}; serving it, but upgrade it (coordinator first, then agents)");
+                false
+            }
+        };
         let fleet = Arc::clone(&self.fleet);
         let (last_stored_seq, ever_assigned) = {
             let store = Arc::clone(&fleet.store);
@@ -895,7 +978,7 @@ impl v1::fleet_server::Fleet for FleetService {
             msg: Some(coordinator_message::Msg::Welcome(v1::Welcome {
                 coordinator_version: self.coordinator_version.into(),
                 last_stored_seq,
-                window_ms: u32::try_from(fleet.config.server.window.as_millis())
+                window_ms: u32::try_from(fleet.config.current().server.window.as_millis())
                     .unwrap_or(u32::MAX),
             })),
         };
@@ -912,6 +995,7 @@ impl v1::fleet_server::Fleet for FleetService {
                     name: hello.agent.clone(),
                     region: hello.region.clone(),
                     version: hello.version.clone(),
+                    version_compatible,
                     connected_unix_ms: now,
                     last_seen_unix_ms: now,
                     checks: Vec::new(),
@@ -920,6 +1004,7 @@ impl v1::fleet_server::Fleet for FleetService {
                     ingest: IngestCounts::default(),
                 },
                 capabilities,
+                token_sha256,
                 tx: tx.clone(),
             },
         );

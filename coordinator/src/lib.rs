@@ -12,6 +12,7 @@
 //! - [`demo`]: coordinator, local agent and demo target in one process.
 //! - [`tls`]: `[server.tls]` for both listeners.
 //! - [`agent_auth`]: per-agent tokens (`[[agent]]`).
+//! - [`reload`]: config hot reload on SIGHUP and file change.
 #![warn(missing_docs)]
 
 use std::future::Future;
@@ -38,6 +39,7 @@ pub mod fuzzing;
 pub mod loadtest;
 pub mod metrics;
 pub mod ownership;
+pub mod reload;
 pub mod secret;
 pub mod status;
 pub mod store;
@@ -91,13 +93,41 @@ pub fn store_recovery_help(dir: &std::path::Path) -> String {
 }
 
 /// Runs the coordinator until `shutdown` completes. `on_bound` is told the
-/// listening addresses once both listeners are up.
+/// listening addresses once both listeners are up. The config is fixed: see
+/// [`run_watching`] for one that follows its file.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(Bound) + Send,
 ) -> anyhow::Result<()> {
-    let config = Arc::new(config);
+    serve(config, None, shutdown, on_bound).await
+}
+
+/// Like [`run`] with `config` read from `path`: reloads it on SIGHUP and
+/// when the file changes ([`reload`]).
+pub async fn run_watching(
+    config: Config,
+    path: std::path::PathBuf,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(Bound) + Send,
+) -> anyhow::Result<()> {
+    serve(config, Some(path), shutdown, on_bound).await
+}
+
+async fn serve(
+    config: Config,
+    watch_path: Option<std::path::PathBuf>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(Bound) + Send,
+) -> anyhow::Result<()> {
+    let sha256 = match &watch_path {
+        Some(p) => config::read_file(p)
+            .map(|text| reload::sha256_hex(text.as_bytes()))
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    let live = reload::LiveConfig::new(config, sha256);
+    let config = live.current();
     let data_dir = config.server.data_dir.clone();
     let cache = config.server.cache_capacity_bytes;
     let sled = Arc::new(
@@ -140,16 +170,16 @@ pub async fn run(
         http: http_listener.local_addr()?,
     };
 
-    let fleet = fleet::Fleet::new(Arc::clone(&config), Arc::clone(&store));
+    let fleet = fleet::Fleet::new(Arc::clone(&live), Arc::clone(&store));
     let token = CancellationToken::new();
     let loadtests = loadtest::LoadTests::start(
         Arc::clone(&fleet),
         load_runs,
-        Arc::clone(&config),
+        Arc::clone(&live),
         token.clone(),
     );
     let alerting = alert::start(
-        Arc::clone(&config),
+        Arc::clone(&live),
         Arc::clone(&store),
         Arc::clone(&alerts),
         Arc::clone(&fleet),
@@ -183,13 +213,26 @@ pub async fn run(
     );
 
     let http_token = token.clone();
+    let auth = api::auth::Auth::new(config.api.tokens.clone());
+    let reloader = watch_path.map(|path| {
+        let (fleet, auth) = (Arc::clone(&fleet), Arc::clone(&auth));
+        tokio::spawn(reload::watch(
+            Arc::clone(&live),
+            path,
+            move |_, new| {
+                auth.set_tokens(new.api.tokens.clone());
+                fleet.config_applied(new);
+            },
+            token.clone(),
+        ))
+    });
     let app = api::router(api::ApiState {
-        config: Arc::clone(&config),
+        config: Arc::clone(&live),
         store: Arc::clone(&store),
         fleet,
         alerts,
         loadtests,
-        auth: api::auth::Auth::new(config.api.tokens.clone()),
+        auth,
         audit,
     });
     let http = match tls {
@@ -210,7 +253,9 @@ pub async fn run(
 
     on_bound(bound);
     tracing::info!(grpc = %bound.grpc, http = %bound.http, checks = config.checks.len(),
-        tls = config.server.tls.is_some(), agents = config.agents.len(), "coordinator running");
+        tls = config.server.tls.is_some(), agents = config.agents.len(),
+        version = %vantage_proto::build_info::long_version(),
+        reload = reloader.is_some(), "coordinator running");
 
     shutdown.await;
     tracing::info!("shutting down");
@@ -222,6 +267,9 @@ pub async fn run(
             let _ = task.await;
         }
         let _ = retention.await;
+        if let Some(r) = reloader {
+            let _ = r.await;
+        }
     })
     .await;
     if drained.is_err() {

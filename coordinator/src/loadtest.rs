@@ -34,8 +34,8 @@ use vantage_agent::load::{threshold, Verdict};
 use vantage_proto::histogram;
 use vantage_proto::v1::{self, coordinator_message, CoordinatorMessage};
 
-use crate::config::Config;
 use crate::fleet::{Fleet, LoadEvent};
+use crate::reload::LiveConfig;
 use crate::store::{SledStore, StoreError};
 
 /// Time between the creation of a run and its agreed start.
@@ -149,7 +149,7 @@ struct Run {
 pub struct LoadTests {
     fleet: Arc<Fleet>,
     store: Arc<dyn LoadRunStore>,
-    config: Arc<Config>,
+    config: Arc<LiveConfig>,
     runs: Mutex<HashMap<String, Run>>,
 }
 
@@ -158,7 +158,7 @@ impl LoadTests {
     pub fn start(
         fleet: Arc<Fleet>,
         store: Arc<dyn LoadRunStore>,
-        config: Arc<Config>,
+        config: Arc<LiveConfig>,
         stop: CancellationToken,
     ) -> Arc<Self> {
         let events = fleet.load_events();
@@ -184,16 +184,18 @@ impl LoadTests {
                 format!("file: larger than {MAX_FILE_BYTES} bytes"),
             ));
         }
-        let allowed = AllowedHosts::new(&self.config.load.allowed_hosts);
+        // One config for the whole validation, whatever a reload does meanwhile.
+        let config = self.config.current();
+        let allowed = AllowedHosts::new(&config.load.allowed_hosts);
         let plan = file::parse(file_text, std::path::Path::new("loadtest.toml"), &allowed)
             .map_err(|e| refused(400, format!("file: {e}")))?;
         let vus: u64 = plan.scenarios.iter().map(|s| s.executor.max_vus()).sum();
-        if vus > self.config.load.max_vus {
+        if vus > config.load.max_vus {
             return Err(refused(
                 400,
                 format!(
                 "the scenarios need up to {vus} VUs, above the coordinator's load.max_vus of {}",
-                self.config.load.max_vus
+                config.load.max_vus
             ),
             ));
         }
@@ -202,20 +204,20 @@ impl LoadTests {
             .iter()
             .filter_map(file::Scenario::max_request_rate)
             .sum();
-        if rate > self.config.load.max_rate as f64 {
+        if rate > config.load.max_rate as f64 {
             return Err(refused(400, format!(
                 "the scenarios schedule up to {rate} requests per second, above the coordinator's load.max_rate of {}",
-                self.config.load.max_rate
+                config.load.max_rate
             )));
         }
         let length = plan.planned_length();
-        if length > self.config.load.max_duration {
+        if length > config.load.max_duration {
             return Err(refused(
                 400,
                 format!(
                     "the scenarios run for {}, above the coordinator's load.max_duration of {}",
                     vantage_proto::spec::humantime_like(length),
-                    vantage_proto::spec::humantime_like(self.config.load.max_duration)
+                    vantage_proto::spec::humantime_like(config.load.max_duration)
                 ),
             ));
         }
@@ -230,8 +232,8 @@ impl LoadTests {
         }
         // Checked before every run: a proof removed since the last run
         // stops the next one.
-        if let Some(token) = &self.config.load.ownership_token {
-            crate::ownership::verify(&plan, token, self.config.load.ownership_dns_server)
+        if let Some(token) = &config.load.ownership_token {
+            crate::ownership::verify(&plan, token, config.load.ownership_dns_server)
                 .await
                 .map_err(|m| refused(400, m))?;
         }

@@ -32,6 +32,7 @@ use crate::config::{CheckConfig, Config, RuleSpec};
 use crate::eval::{self, Merged};
 use crate::fleet::Fleet;
 use crate::now_ms;
+use crate::reload::LiveConfig;
 use crate::store::{Store, StoreError};
 
 /// Rule name of the agent liveness alert (contract).
@@ -46,7 +47,7 @@ fn ms(d: Duration) -> i64 {
 
 /// The evaluator.
 pub struct Engine {
-    config: Arc<Config>,
+    live: Arc<LiveConfig>,
     store: Arc<dyn Store>,
     alerts: Arc<dyn AlertStore>,
     fleet: Arc<Fleet>,
@@ -68,14 +69,14 @@ enum RegionState {
 impl Engine {
     /// An engine; `wake` has one `Notify` per channel name.
     pub fn new(
-        config: Arc<Config>,
+        live: Arc<LiveConfig>,
         store: Arc<dyn Store>,
         alerts: Arc<dyn AlertStore>,
         fleet: Arc<Fleet>,
         wake: HashMap<String, Arc<Notify>>,
     ) -> Self {
         Engine {
-            config,
+            live,
             store,
             alerts,
             fleet,
@@ -84,11 +85,24 @@ impl Engine {
         }
     }
 
+    /// The running config (replaced by reloads).
+    fn config(&self) -> Arc<Config> {
+        self.live.current()
+    }
+
     /// Evaluates every `eval_interval` and after new results, until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(self.config.alerting.eval_interval);
+        let mut period = self.config().alerting.eval_interval;
+        let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let now_period = self.config().alerting.eval_interval;
+            if now_period != period {
+                // A reload changed it: the next tick is one new period away.
+                period = now_period;
+                tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
@@ -121,8 +135,8 @@ impl Engine {
     /// One evaluation at `now_ms`: returns the notifications queued.
     pub fn evaluate(&self, now_ms: i64) -> Result<usize, StoreError> {
         let mut verdicts = Vec::new();
-        for c in &self.config.checks {
-            let since = now_ms - ms(self.config.alerting.window);
+        for c in &self.config().checks {
+            let since = now_ms - ms(self.config().alerting.window);
             let windows = self.store.windows_since(&c.check.name, since)?;
             verdicts.extend(self.check_verdicts(c, &windows, now_ms));
         }
@@ -145,14 +159,14 @@ impl Engine {
                 .iter()
                 .any(|s| s.covers(&v.subject, &v.rule, now_ms))
                 || self
-                    .config
+                    .config()
                     .maintenance
                     .iter()
                     .any(|m| m.covers(&v.subject, now_ms));
             let policy = Policy {
                 suppressed,
-                send_resolved: self.config.alerting.send_resolved,
-                repeat_interval: self.config.alerting.repeat_interval,
+                send_resolved: self.config().alerting.send_resolved,
+                repeat_interval: self.config().alerting.repeat_interval,
             };
             let step = lifecycle::step(prev, v, now_ms, policy);
             seen.push(key);
@@ -204,7 +218,7 @@ impl Engine {
     /// Channel names a notification about `(subject, rule)` goes to.
     fn channels_for(&self, subject: &str, rule: &str) -> Vec<String> {
         let all = || {
-            self.config
+            self.config()
                 .channels
                 .iter()
                 .map(|c| c.name.clone())
@@ -213,7 +227,12 @@ impl Engine {
         if rule == AGENT_DOWN {
             return all();
         }
-        match self.config.checks.iter().find(|c| c.check.name == subject) {
+        match self
+            .config()
+            .checks
+            .iter()
+            .find(|c| c.check.name == subject)
+        {
             Some(c) => c.alerting.channels.clone().unwrap_or_else(all),
             None => all(),
         }
@@ -235,8 +254,12 @@ impl Engine {
             NotificationKind::Reminder => "reminder",
             NotificationKind::Resolved => "resolved",
         };
-        let is_check = self.config.checks.iter().any(|c| c.check.name == v.subject);
-        let dashboard_url = self.config.alerting.dashboard_url.as_ref().map(|base| {
+        let is_check = self
+            .config()
+            .checks
+            .iter()
+            .any(|c| c.check.name == v.subject);
+        let dashboard_url = self.config().alerting.dashboard_url.as_ref().map(|base| {
             let base = base.trim_end_matches('/');
             if is_check {
                 format!("{base}/checks/{}", v.subject)
@@ -271,7 +294,7 @@ impl Engine {
         now_ms: i64,
     ) -> Vec<Verdict> {
         let (per_region, all) = eval::merge(windows);
-        let stale_after = 2 * ms(c.check.interval) + 2 * ms(self.config.server.window) + 10_000;
+        let stale_after = 2 * ms(c.check.interval) + 2 * ms(self.config().server.window) + 10_000;
         let fresh = |m: &Merged| {
             m.last_end_unix_ms()
                 .is_some_and(|end| end >= now_ms - stale_after)
@@ -357,7 +380,7 @@ impl Engine {
         for l in live {
             agents.insert(l.name, (l.region, l.connected, l.last_seen_unix_ms));
         }
-        let limit = ms(self.config.alerting.agent_down_after);
+        let limit = ms(self.config().alerting.agent_down_after);
         Ok(agents
             .into_iter()
             .map(|(name, (region, connected, last_seen))| {

@@ -294,7 +294,7 @@ fn channel_timeout(configs: &[ChannelConfig], name: &str) -> Duration {
 /// Starts the evaluator and one delivery worker per channel; they stop when
 /// `stop` is cancelled.
 pub fn start(
-    config: Arc<crate::config::Config>,
+    config: Arc<crate::reload::LiveConfig>,
     store: Arc<dyn crate::store::Store>,
     alerts: Arc<dyn store::AlertStore>,
     fleet: Arc<crate::fleet::Fleet>,
@@ -309,7 +309,7 @@ pub fn start(
     for channel in channels {
         let name = channel.name().to_owned();
         let worker = deliver::Worker {
-            send_timeout: channel_timeout(&config.channels, &name),
+            send_timeout: channel_timeout(&config.current().channels, &name),
             store: Arc::clone(&alerts),
             wake: Arc::clone(&wake[&name]),
             others: wake

@@ -105,7 +105,8 @@ struct Allowance {
 
 /// The tokens and the failure limiter.
 pub struct Auth {
-    tokens: Vec<ApiToken>,
+    /// Replaced whole on a config reload ([`Auth::set_tokens`]).
+    tokens: std::sync::RwLock<Arc<Vec<ApiToken>>>,
     failures: Mutex<HashMap<IpAddr, Allowance>>,
 }
 
@@ -124,13 +125,19 @@ enum Refusal {
 impl Auth {
     /// An authenticator over `tokens`.
     pub fn new(tokens: Vec<ApiToken>) -> Arc<Self> {
-        if tokens.is_empty() {
-            tracing::warn!("no [[api.token]] configured: every API route but /healthz answers 401 (vantage-coordinator token prints one)");
-        }
+        warn_if_none(&tokens);
         Arc::new(Auth {
-            tokens,
+            tokens: std::sync::RwLock::new(Arc::new(tokens)),
             failures: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Replaces the tokens (a config reload): requests from now on are
+    /// checked against `tokens` only, so a removed token stops working at
+    /// once.
+    pub fn set_tokens(&self, tokens: Vec<ApiToken>) {
+        warn_if_none(&tokens);
+        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
     }
 
     /// The token matching `header`, compared against every configured
@@ -138,7 +145,7 @@ impl Auth {
     /// TOKEN` always; `Basic` (any user name, the token as the password)
     /// only when `basic` is allowed: browsers send Basic credentials by
     /// themselves, also on cross-site requests, so they may only read.
-    fn lookup(&self, header: Option<&HeaderValue>, basic: bool) -> Option<&ApiToken> {
+    fn lookup(&self, header: Option<&HeaderValue>, basic: bool) -> Option<ApiToken> {
         let value = header?.to_str().ok()?;
         let presented = match value.strip_prefix("Bearer ") {
             Some(token) => token.trim().to_owned(),
@@ -149,13 +156,14 @@ impl Auth {
             return None;
         }
         let d = digest(&presented);
+        let tokens = Arc::clone(&self.tokens.read().unwrap_or_else(|p| p.into_inner()));
         let mut found = None;
-        for t in &self.tokens {
+        for t in tokens.iter() {
             if ct_eq(&t.sha256, &d) {
                 found = Some(t);
             }
         }
-        found
+        found.cloned()
     }
 
     /// Decides a request from `peer` with `header`, needing `role`.
@@ -165,7 +173,7 @@ impl Auth {
         header: Option<&HeaderValue>,
         (role, basic): (Role, bool),
         now: Instant,
-    ) -> Result<&ApiToken, Refusal> {
+    ) -> Result<ApiToken, Refusal> {
         match self.lookup(header, basic) {
             Some(t) if t.role >= role => Ok(t),
             Some(_) => Err(Refusal::Forbidden(role)),
@@ -204,6 +212,12 @@ impl Auth {
             let wait = (1.0 - left) * FAILURE_REFILL.as_secs_f64();
             Refusal::Limited(wait.ceil().max(1.0) as u64)
         }
+    }
+}
+
+fn warn_if_none(tokens: &[ApiToken]) {
+    if tokens.is_empty() {
+        tracing::warn!("no [[api.token]] configured: every API route but /healthz answers 401 (vantage-coordinator token prints one)");
     }
 }
 
@@ -250,8 +264,9 @@ tokio::task_local! {
 fn needed(method: &Method, path: &str) -> Option<Role> {
     if path == "/healthz" {
         None
-    } else if path == "/api/v1/audit" {
-        // Who did what is for administrators.
+    } else if path == "/api/v1/audit" || path == "/api/v1/config" {
+        // Who did what, and config errors (which quote the file), are for
+        // administrators.
         Some(Role::Admin)
     } else if method == Method::GET || method == Method::HEAD {
         Some(Role::Viewer)

@@ -364,6 +364,7 @@ pub(super) struct SeriesQuery {
 /// The configured regions of `name`, or 404.
 fn configured(st: &ApiState, name: &str) -> Result<Vec<String>, ApiError> {
     st.config
+        .current()
         .checks
         .iter()
         .find(|c| c.check.name == name)

@@ -13,6 +13,7 @@
 //! | `GET/POST /api/v1/loadtests`, `GET /api/v1/loadtests/{id}` | load runs |
 //! | `GET /api/v1/loadtests/{id}/report` | a load run's HTML report |
 //! | `GET /api/v1/audit` | who changed what ([`audit`]; admin) |
+//! | `GET /api/v1/config` | this build and the config reloads ([`crate::reload`]; admin) |
 //! | `GET /metrics` | Prometheus text format ([`crate::metrics`]) |
 //! | `GET /`, `/assets/*` | the dashboard ([`crate::dashboard`]) |
 //!
@@ -32,7 +33,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::alert::store::AlertStore;
-use crate::config::{CheckConfig, Config};
+use crate::config::CheckConfig;
 
 pub mod alerts;
 pub mod audit;
@@ -55,7 +56,7 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 #[derive(Clone)]
 pub struct ApiState {
     /// The running configuration.
-    pub config: Arc<Config>,
+    pub config: Arc<crate::reload::LiveConfig>,
     /// Stored windows.
     pub store: Arc<dyn Store>,
     /// Connected agents.
@@ -120,6 +121,7 @@ fn table() -> Vec<Route> {
             get(loadtests::report),
         ),
         route(Method::GET, "/api/v1/audit", get(audit::list)),
+        route(Method::GET, "/api/v1/config", get(config_status)),
         route(Method::GET, "/metrics", get(metrics)),
         route(Method::GET, "/", get(crate::dashboard::index)),
         route(Method::GET, "/assets/app.js", get(crate::dashboard::script)),
@@ -159,6 +161,30 @@ pub fn router(state: ApiState) -> Router {
 /// `GET /metrics`: probe results in blackbox_exporter's names, the agents
 /// and the coordinator's own health (Prometheus text format 0.0.4).
 async fn metrics(State(st): State<ApiState>) -> Result<Response, ApiError> {
+    metrics_page(st).await
+}
+
+/// `GET /api/v1/config` (admin): this build, and what the config reloads
+/// did ([`crate::reload::ReloadStatus`]).
+async fn config_status(State(st): State<ApiState>) -> Json<serde_json::Value> {
+    use vantage_proto::build_info as b;
+    Json(serde_json::json!({
+        "build": {
+            "version": b::VERSION,
+            "commit": b::COMMIT,
+            "commit_date": b::COMMIT_DATE,
+            "rustc": b::RUSTC,
+            "target": b::TARGET,
+            "profile": b::PROFILE,
+            "compatible_agents": b::compatible_series(),
+        },
+        "reload": st.config.status(),
+        "checks": st.config.current().checks.len(),
+    }))
+}
+
+/// The text of `/metrics`.
+async fn metrics_page(st: ApiState) -> Result<Response, ApiError> {
     use crate::alert::store::EntryState;
     use crate::exposition::{Exposition, Kind};
 
@@ -219,13 +245,21 @@ async fn metrics(State(st): State<ApiState>) -> Result<Response, ApiError> {
     e.family(
         "vantage_agent_info",
         Kind::Gauge,
-        "Connected agents and their versions, 1.",
+        "Connected agents, their versions and whether they are compatible with this coordinator, 1.",
     );
     for a in &agents {
         let labels = [
             ("agent", a.name.as_str()),
             ("region", a.region.as_str()),
             ("version", a.version.as_str()),
+            (
+                "compatible",
+                if a.version_compatible {
+                    "true"
+                } else {
+                    "false"
+                },
+            ),
         ];
         e.sample("vantage_agent_info", &labels, 1.0);
     }
@@ -252,6 +286,57 @@ async fn metrics(State(st): State<ApiState>) -> Result<Response, ApiError> {
         );
     }
     st.fleet.health().write(&mut e);
+    let reload = st.config.status();
+    let reload_families: [(&str, Kind, &str, f64); 5] = [
+        (
+            "vantage_config_last_reload_successful",
+            Kind::Gauge,
+            "Whether the last config reload attempt succeeded (1) or was rejected (0).",
+            f64::from(u8::from(reload.last_ok)),
+        ),
+        (
+            "vantage_config_last_reload_success_timestamp_seconds",
+            Kind::Gauge,
+            "When the running config was applied, unix seconds.",
+            reload.applied_unix_ms as f64 / 1000.0,
+        ),
+        (
+            "vantage_config_reloads_total",
+            Kind::Counter,
+            "Config reloads applied since the coordinator started.",
+            reload.reloads_total as f64,
+        ),
+        (
+            "vantage_config_reload_failures_total",
+            Kind::Counter,
+            "Config reloads rejected since the coordinator started.",
+            reload.failures_total as f64,
+        ),
+        (
+            "vantage_config_restart_required",
+            Kind::Gauge,
+            "1 when the config file changes tables a reload cannot apply ([server], [[channel]]).",
+            f64::from(u8::from(!reload.restart_required.is_empty())),
+        ),
+    ];
+    for (name, kind, help, v) in reload_families {
+        e.family(name, kind, help);
+        e.sample(name, &[], v);
+    }
+    e.family(
+        "vantage_build_info",
+        Kind::Gauge,
+        "This coordinator's version, commit and compiler, 1.",
+    );
+    e.sample(
+        "vantage_build_info",
+        &[
+            ("version", vantage_proto::build_info::VERSION),
+            ("commit", vantage_proto::build_info::COMMIT),
+            ("rustc", vantage_proto::build_info::RUSTC),
+        ],
+        1.0,
+    );
 
     let mut response = e.finish().into_response();
     response.headers_mut().insert(
@@ -433,6 +518,7 @@ async fn list_checks(
     let window = parse_window(&q)?;
     let checks = tokio::task::spawn_blocking(move || {
         st.config
+            .current()
             .checks
             .iter()
             .map(|c| view(&st, c, window, false))
@@ -451,6 +537,7 @@ async fn get_check(
     let window = parse_window(&q)?;
     let check = st
         .config
+        .current()
         .checks
         .iter()
         .find(|c| c.check.name == name)

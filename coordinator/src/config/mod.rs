@@ -273,9 +273,12 @@ impl std::error::Error for ConfigErrors {}
 /// cannot be read, is not UTF-8 or is larger than [`MAX_FILE_BYTES`] is one
 /// [`ConfigError`] without a position.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = reader::read_text(path, MAX_FILE_BYTES, "config file")
-        .map_err(|e| ConfigErrors(vec![e]))?;
-    parse(&text, path)
+    parse(&read_file(path)?, path)
+}
+
+/// Reads the config file at `path` as text, at most [`MAX_FILE_BYTES`].
+pub fn read_file(path: &Path) -> Result<String, ConfigErrors> {
+    reader::read_text(path, MAX_FILE_BYTES, "config file").map_err(|e| ConfigErrors(vec![e]))
 }
 
 /// Parses config `text`. `origin` names the file in errors, and relative
