@@ -11,10 +11,14 @@ pub const EXIT_CONFIG: u8 = 78;
 /// Exit code for any other error.
 pub const EXIT_ERROR: u8 = 2;
 
+/// `--version`: the version and what the build is made from.
+static LONG_VERSION: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(vantage_proto::build_info::long_version);
+
 #[derive(Parser)]
 #[command(
     name = "vantage-coordinator",
-    version,
+    version = LONG_VERSION.as_str(),
     about = "Vantage coordinator: assigns checks to agents, stores their results, serves the API"
 )]
 pub struct Cli {
@@ -37,6 +41,9 @@ enum Command {
         #[arg(long, short = 'c', default_value = "deploy/examples/demo.toml")]
         config: PathBuf,
     },
+    /// Print the version, the commit and compiler it was built with, and
+    /// which agent versions it works with.
+    Version,
     /// Check a config file and report every error with file:line:column.
     Validate {
         /// Path of the TOML config.
@@ -202,6 +209,16 @@ pub fn execute(cli: Cli) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Version => {
+            use vantage_proto::build_info as b;
+            println!("vantage-coordinator {}", b::VERSION);
+            println!("commit:   {} ({})", b::COMMIT, b::COMMIT_DATE);
+            println!("rustc:    {}", b::RUSTC);
+            println!("target:   {}", b::TARGET);
+            println!("profile:  {}", b::PROFILE);
+            println!("agents:   {} (same series)", b::compatible_series());
+            ExitCode::SUCCESS
+        }
         Command::Validate { file } => match config::load(&file) {
             Ok(cfg) => {
                 println!("{}: ok ({} checks)", file.display(), cfg.checks.len());
@@ -213,8 +230,9 @@ pub fn execute(cli: Cli) -> ExitCode {
             }
         },
         Command::Run { config: path } => match config::load(&path) {
-            Ok(cfg) => run_async(vantage_coordinator::run(
+            Ok(cfg) => run_async(vantage_coordinator::run_watching(
                 cfg,
+                path,
                 shutdown_signal(),
                 print_bound,
             )),

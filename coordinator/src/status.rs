@@ -109,7 +109,15 @@ pub fn render(agents: &Value, checks: &Value, now_ms: i64) -> String {
         rows.push(vec![
             clean(a["name"].as_str().unwrap_or("?")),
             clean(a["region"].as_str().unwrap_or("?")),
-            clean(a["version"].as_str().unwrap_or("?")),
+            {
+                let v = clean(a["version"].as_str().unwrap_or("?"));
+                // Older coordinators do not send the field: no mark then.
+                if a["version_compatible"].as_bool() == Some(false) {
+                    format!("{v} (incompatible)")
+                } else {
+                    v
+                }
+            },
             a["last_seen_unix_ms"]
                 .as_i64()
                 .map_or("-".into(), |t| ago(now_ms, t)),

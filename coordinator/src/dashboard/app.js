@@ -266,7 +266,8 @@ function mergeBuckets(regions) {
 
 function renderAgents(agents) {
   const rows = agents.map((a) => el("tr", { "data-agent": a.name },
-    el("td", {}, a.name), el("td", {}, a.region), el("td", {}, a.version),
+    el("td", {}, a.name), el("td", {}, a.region), el("td", a.version_compatible === false ? { class: "bad", title: "not compatible with this coordinator's version" } : {},
+      a.version_compatible === false ? `${a.version} (incompatible)` : a.version),
     el("td", {}, ago(a.last_seen_unix_ms)), el("td", {}, String((a.checks || []).length)),
     el("td", {}, String(a.spool_pending_batches ?? 0))));
   fill(document.querySelector("#agents tbody"), rows, 6, "No agents connected.");
