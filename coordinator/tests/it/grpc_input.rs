@@ -316,3 +316,71 @@ async fn a_burst_is_stored_with_cumulative_acks_and_a_bad_batch_keeps_those_befo
     };
     assert_eq!(w.last_stored_seq, 40);
 }
+
+/// Issue 9: agents report their version; one outside the coordinator's
+/// series is still served, but warned about in the log and marked in the
+/// API and `/metrics`. The Welcome carries the coordinator's version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_of_an_incompatible_version_is_served_and_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("coordinator.log");
+    let (_coord, grpc, http) =
+        start_coordinator_with(&write_config(dir.path(), CONFIG), &[], Some(&log));
+    let ours = vantage_proto::build_info::VERSION;
+    let mut sessions = Vec::new();
+    for (agent, version) in [("same-series", ours), ("next-major", "9.0.0")] {
+        let mut first = hello(agent, "eu");
+        if let Some(agent_message::Msg::Hello(h)) = first.msg.as_mut() {
+            h.version = version.into();
+        }
+        let mut s = open(grpc, first).await.expect("served");
+        let coordinator_message::Msg::Welcome(w) = next_msg(&mut s).await else {
+            panic!("expected Welcome")
+        };
+        assert_eq!(w.coordinator_version, ours);
+        sessions.push(s);
+    }
+    let agents = get_json(http, "/api/v1/agents").await;
+    let flag = |name: &str| {
+        agents["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .map(|a| (a["version"].clone(), a["version_compatible"].clone()))
+            .unwrap()
+    };
+    assert_eq!(flag("same-series"), (ours.into(), true.into()), "{agents}");
+    assert_eq!(
+        flag("next-major"),
+        ("9.0.0".into(), false.into()),
+        "{agents}"
+    );
+    let (_, metrics) = http_request(http, "GET", "/metrics", None, Some(TEST_ADMIN_TOKEN)).await;
+    assert!(
+        metrics.contains(
+            "vantage_agent_info{agent=\"next-major\",region=\"eu\",version=\"9.0.0\",compatible=\"false\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "vantage_build_info{{version=\"{ours}\",commit=\"{}\"",
+        vantage_proto::build_info::COMMIT
+    )));
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let warning = logged
+        .lines()
+        .find(|l| l.contains("incompatible version") && l.contains("next-major"))
+        .expect("no warning about the incompatible agent");
+    assert!(
+        warning.contains("version 9.0.0 is not compatible with"),
+        "{warning}"
+    );
+    assert!(
+        !logged
+            .lines()
+            .any(|l| l.contains("incompatible version") && l.contains("same-series")),
+        "the compatible agent was warned about"
+    );
+    drop(sessions);
+}

@@ -23,6 +23,7 @@ mod metrics;
 mod netfault;
 mod netns;
 mod ownership;
+mod reload;
 mod slack_receiver;
 mod smtp;
 mod spool;
