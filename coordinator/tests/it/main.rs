@@ -11,6 +11,7 @@ mod channels;
 mod config;
 mod crash;
 mod dashboard;
+mod deploy;
 mod e2e;
 mod egress;
 mod email;
