@@ -18,10 +18,13 @@
 #     PREFIX-ap   NET.3.1/24 ── veth ── NET.3.2  namespace PREFIX-ap      agent ap-1
 #     PREFIX-tg   NET.4.1/24 ── veth ── NET.4.2  namespace PREFIX-target  HTTP target :8080
 #
-# Each namespace's default route is its host side; IPv4 forwarding is turned
-# on for these four host interfaces only, so the regions reach the target
-# through the host while the machine's own interfaces and its global
-# forwarding setting are left as they are. `down` removes all of it.
+# Each namespace has one route, NET.0.0/16 via its host side, and IPv4
+# forwarding is turned on for these four host interfaces only, so the
+# regions reach the target through the host. The host gets an `unreachable`
+# route for NET.0.0/16 besides its own /24s: nothing from the namespaces is
+# forwarded out of the machine's own interfaces (no name lookups either),
+# and its global forwarding setting is left as it is. `down` removes all of
+# it.
 #
 # Environment:
 #   VANTAGE_BIN_DIR     where vantage-coordinator and vantage-agent are
@@ -127,8 +130,9 @@ preflight() {
   if ip netns list | grep -qE "^$PREFIX-(eu|us|ap|target)( |$)"; then
     die "namespaces $PREFIX-* exist already: run \`$0 down\` first"
   fi
-  if ip -4 addr show dev lo | grep -q " $NET\.0\.1/32 "; then
-    die "$NET.0.1 is already on lo: run \`$0 down\` first"
+  if [[ -n $(ip -4 route list root "$NET.0.0/16") ]] ||
+    ip -4 addr show dev lo | grep -q " $NET\.0\.1/32 "; then
+    die "$NET.0.0/16 is in use on this machine: \`$0 down\` if it is an earlier run's, or choose another VANTAGE_3R_NET"
   fi
   for f in "$STATE"/run/*.pid; do
     [[ -f $f ]] && running "$(cat "$f")" &&
@@ -138,7 +142,7 @@ preflight() {
 }
 
 # Namespace NAME joined to the host by veth HOST_IF; host side NET.N.1,
-# namespace side NET.N.2 (eth0), default route via the host.
+# namespace side NET.N.2 (eth0), NET.0.0/16 routed via the host.
 make_namespace() {
   local ns=$1 host_if=$2 n=$3
   ip netns add "$ns"
@@ -149,11 +153,12 @@ make_namespace() {
   ip -n "$ns" addr add "$NET.$n.2/24" dev eth0
   ip -n "$ns" link set eth0 up
   ip -n "$ns" link set lo up
-  ip -n "$ns" route add default via "$NET.$n.1"
+  ip -n "$ns" route add "$NET.0.0/16" via "$NET.$n.1"
 }
 
 make_network() {
   say "network: the coordinator at $COORD_ADDR; namespaces $PREFIX-eu, $PREFIX-us, $PREFIX-ap and $PREFIX-target"
+  ip route add unreachable "$NET.0.0/16"
   ip addr add "$COORD_ADDR/32" dev lo
   local n=1
   for r in "${REGIONS[@]}"; do
@@ -237,7 +242,7 @@ make_pki() {
     -subj "/CN=vantage-coordinator" \
     -keyout "$STATE/pki/coordinator.key" -out "$STATE/pki/coordinator.csr" 2>>"$log"
   openssl x509 -req -in "$STATE/pki/coordinator.csr" \
-    -CA "$STATE/ca.pem" -CAkey "$STATE/pki/ca.key" -CAcreateserial -days 825 \
+    -CA "$STATE/ca.pem" -CAkey "$STATE/pki/ca.key" -CAserial "$STATE/pki/ca.srl" -CAcreateserial -days 825 \
     -extfile <(printf 'subjectAltName=IP:%s\n' "$COORD_ADDR") \
     -out "$STATE/pki/coordinator.crt" 2>>"$log"
 }
@@ -376,7 +381,10 @@ wait_steady() {
   local want_rows=$((${#CHECKS[@]} * ${#REGIONS[@]})) start=$SECONDS out counts
   say "waiting up to ${WAIT}s for every region to report every check up"
   while true; do
-    out=$(status_cmd 2>&1) || true
+    # Only windows since the agents started (and the one they started in,
+    # windows being 2 s): a store kept from an earlier run holds results
+    # that say nothing about this one.
+    out=$(status_cmd --window "$((SECONDS - start + 3))s" 2>&1) || true
     read -r agents up rows <<<"$(tally <<<"$out")"
     counts="agents $agents/${#REGIONS[@]}, check rows up $up/$want_rows"
     if ((agents == ${#REGIONS[@]} && up == want_rows && rows == want_rows)); then
@@ -483,6 +491,7 @@ cmd_down() {
   if ip -4 addr show dev lo | grep -q " $COORD_ADDR/32 "; then
     ip addr del "$COORD_ADDR/32" dev lo
   fi
+  ip route del unreachable "$NET.0.0/16" 2>/dev/null || true
   if [[ -n $purge ]]; then
     if [[ -f $STATE/.three-regions ]]; then
       echo "removing $STATE"
