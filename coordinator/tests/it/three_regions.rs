@@ -403,6 +403,20 @@ fn three_regions_from_the_readme_reach_steady_state_and_go_down_cleanly() {
         !lo.contains(&format!(" {}/32", fleet.coordinator_ip())),
         "the coordinator's address is still on lo:\n{lo}"
     );
+    let routes = command_output(
+        "ip",
+        &[
+            "-4",
+            "route",
+            "list",
+            "root",
+            &format!("{}.0.0/16", fleet.net),
+        ],
+    );
+    assert!(
+        routes.trim().is_empty(),
+        "routes left after down:\n{routes}"
+    );
     for (name, pid) in pids {
         assert!(!running(pid), "{name} ({pid}) still runs after down");
     }
