@@ -29,4 +29,5 @@ mod slack_receiver;
 mod smtp;
 mod spool;
 mod support;
+mod three_regions;
 mod tls;
