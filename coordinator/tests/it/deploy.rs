@@ -1067,6 +1067,7 @@ async fn k8s_coordinator_and_agents_run_as_the_manifests_configure_them() {
 
     let mut agents = Vec::new();
     let mut expected = BTreeMap::new();
+    let mut health_addrs: Vec<SocketAddr> = Vec::new();
     for agent in plan["agents"].as_array().unwrap() {
         let deployment = agent["deployment"].as_str().unwrap();
         let root = work.path().join(deployment);
@@ -1082,8 +1083,14 @@ async fn k8s_coordinator_and_agents_run_as_the_manifests_configure_them() {
             "VANTAGE_COORDINATOR".into(),
             format!("https://127.0.0.1:{}", grpc.port()),
         );
-        // Not bound here: it asks for 0.0.0.0 and one fixed port for all three.
-        env.remove("VANTAGE_HEALTH_LISTEN");
+        // The manifests' 0.0.0.0:9090 is one port for all three here: each
+        // agent gets its own loopback port instead, probed below.
+        assert_eq!(env["VANTAGE_HEALTH_LISTEN"], "0.0.0.0:9090");
+        let health: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+            .parse()
+            .unwrap();
+        env.insert("VANTAGE_HEALTH_LISTEN".into(), health.to_string());
+        health_addrs.push(health);
         expected.insert(
             env["VANTAGE_AGENT_NAME"].clone(),
             env["VANTAGE_REGION"].clone(),
@@ -1109,4 +1116,22 @@ async fn k8s_coordinator_and_agents_run_as_the_manifests_configure_them() {
     let ops = secrets[&("vantage-api-tokens".to_owned(), "ops".to_owned())].clone();
     let connected = wait_for_agents(http, &ops, expected.len()).await;
     assert_eq!(connected, expected);
+    // The routes the manifests' probes ask for: live, and ready with a session.
+    for health in health_addrs {
+        assert_eq!(
+            support::http_request(health, "GET", "/healthz", None, None)
+                .await
+                .0,
+            200
+        );
+        let ready = support::eventually(Duration::from_secs(20), || async {
+            (support::http_request(health, "GET", "/readyz", None, None)
+                .await
+                .0
+                == 200)
+                .then_some(())
+        })
+        .await;
+        assert!(ready.is_some(), "{health}: /readyz never answered 200");
+    }
 }
