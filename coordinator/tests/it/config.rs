@@ -390,6 +390,15 @@ fn every_deploy_example_parses() {
     let names: Vec<_> = examples.iter().map(|p| file_name(p)).collect();
     assert!(names.contains(&"coordinator.toml"), "{names:?}");
     assert!(names.contains(&"demo.toml"), "{names:?}");
+    // The common cases the README's Deploy section points to.
+    for case in [
+        "site-monitoring.toml",
+        "api-slo.toml",
+        "certificates.toml",
+        "launch-audit.toml",
+    ] {
+        assert!(names.contains(&case), "{case} missing: {names:?}");
+    }
     // The real binary, so the secrets the examples read from the environment
     // can be given to it alone.
     for path in &examples {
