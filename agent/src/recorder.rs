@@ -24,7 +24,12 @@ struct WindowAcc {
     attempts: u64,
     successes: u64,
     errors: HashMap<i32, u64>,
-    phases: HashMap<i32, Histogram<u64>>,
+    /// Each phase's durations in µs. Kept as values while the window is
+    /// open and turned into a histogram only when it closes: a check makes
+    /// at most window / interval attempts (1,500 at the extremes, 5 m and
+    /// 200 ms), while one open latency histogram per phase costs about
+    /// 190 KB, which made an agent's memory grow by some 0.6 MiB per check.
+    phases: HashMap<i32, Vec<u64>>,
     tls: Option<v1::TlsFacts>,
     last_status: u32,
     last_error: String,
@@ -62,11 +67,10 @@ impl WindowAcc {
         ];
         for (phase, d) in timed {
             if let Some(d) = d {
-                let h = self
-                    .phases
+                self.phases
                     .entry(phase as i32)
-                    .or_insert_with(histogram::new_latency);
-                histogram::record_micros(h, u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+                    .or_default()
+                    .push(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
             }
         }
         if let Some(t) = &o.tls {
@@ -87,9 +91,9 @@ impl WindowAcc {
         let mut phases: Vec<_> = self
             .phases
             .into_iter()
-            .map(|(phase, h)| v1::PhaseHistogram {
+            .map(|(phase, values)| v1::PhaseHistogram {
                 phase,
-                histogram: histogram::encode(&h),
+                histogram: encode_values(&values),
             })
             .collect();
         phases.sort_by_key(|p| p.phase);
@@ -109,6 +113,15 @@ impl WindowAcc {
             max_lag_ms: self.max_lag_ms,
         }
     }
+}
+
+/// The encoded latency histogram of `micros` (one histogram alive at a time).
+fn encode_values(micros: &[u64]) -> Vec<u8> {
+    let mut h: Histogram<u64> = histogram::new_latency();
+    for &v in micros {
+        histogram::record_micros(&mut h, v);
+    }
+    histogram::encode(&h)
 }
 
 fn unix_ms(t: SystemTime) -> i64 {
