@@ -996,18 +996,31 @@ http_reqs = ["rate>4000"]
     #[test]
     fn every_deploy_load_example_parses() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        for (dir, at_least) in [("deploy/load", 2), ("deploy/examples/load", 1)] {
+        // deploy/load targets loopback; the pre-launch example a staging
+        // host, which its comment says to allow.
+        let staging = AllowedHosts::new(["staging.example.com"]);
+        for (dir, allowed, at_least) in [
+            ("deploy/load", AllowedHosts::default(), 2),
+            ("deploy/examples/load", staging, 1),
+        ] {
             let dir = root.join(dir);
             let mut seen = 0;
             for entry in std::fs::read_dir(&dir).unwrap() {
                 let path = entry.unwrap().path();
                 if path.extension().is_some_and(|e| e == "toml") {
-                    load(&path, &AllowedHosts::default()).unwrap_or_else(|e| panic!("{e}"));
+                    load(&path, &allowed).unwrap_or_else(|e| panic!("{e}"));
                     seen += 1;
                 }
             }
             assert!(seen >= at_least, "{seen} examples in {}", dir.display());
         }
+        // Without the allowance the staging host is refused.
+        let prelaunch = root.join("deploy/examples/load/prelaunch.toml");
+        let refused = load(&prelaunch, &AllowedHosts::default()).unwrap_err();
+        assert!(
+            refused.to_string().contains("staging.example.com"),
+            "{refused}"
+        );
     }
 
     #[test]
