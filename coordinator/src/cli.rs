@@ -187,10 +187,7 @@ pub fn execute(cli: Cli) -> ExitCode {
             }
             if agent {
                 let token = vantage_coordinator::api::auth::generate();
-                let hex: String = vantage_coordinator::api::auth::digest(&token)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
+                let hex = vantage_coordinator::api::auth::digest_hex(&token);
                 println!("token (put it in the agent's --token-file; it is not stored anywhere):\n  {token}\n");
                 let pin = region
                     .map(|r| format!("region = \"{r}\"\n"))
@@ -199,10 +196,7 @@ pub fn execute(cli: Cli) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let token = vantage_coordinator::api::auth::generate();
-            let hex: String = vantage_coordinator::api::auth::digest(&token)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let hex = vantage_coordinator::api::auth::digest_hex(&token);
             println!("token (give it to {name}; it is not stored anywhere):\n  {token}\n");
             println!(
                 "config:\n[[api.token]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{hex}\""

@@ -122,7 +122,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let sha256 = match &watch_path {
         Some(p) => config::read_file(p)
-            .map(|text| reload::sha256_hex(text.as_bytes()))
+            .map(|text| api::auth::digest_hex(&text))
             .unwrap_or_default(),
         None => String::new(),
     };

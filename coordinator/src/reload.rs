@@ -177,15 +177,6 @@ impl LiveConfig {
     }
 }
 
-/// SHA-256 of `bytes`, lower-case hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Size and modification time: a cheap "may have changed" test.
 fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
     let m = std::fs::metadata(path).ok()?;
@@ -195,7 +186,7 @@ fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
 /// Reads `path` (bounded like [`config::load`]) and offers it.
 fn attempt(live: &LiveConfig, path: &Path, force: bool) -> Outcome {
     match crate::config::read_file(path) {
-        Ok(text) => live.offer(&text, path, &sha256_hex(text.as_bytes()), force),
+        Ok(text) => live.offer(&text, path, &crate::api::auth::digest_hex(&text), force),
         Err(errors) => {
             // An unreadable file (mid-rename, removed) is not a new config:
             // report it on SIGHUP only, and keep polling.

@@ -85,6 +85,12 @@ pub fn digest(token: &str) -> [u8; 32] {
     out
 }
 
+/// [`digest`] of `text` as 64 lower-case hex digits, the form `sha256`
+/// config keys take.
+pub fn digest_hex(text: &str) -> String {
+    digest(text).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Equal in time independent of where the inputs differ.
 pub(crate) fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -29,10 +29,7 @@ pub(super) async fn create(
     let body = super::json_body(body)?;
     // The audit log gets the file's digest (the file itself may be large),
     // the regions and, for a run that starts, its id and targets.
-    let file_sha256: String = super::auth::digest(&body.file)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let file_sha256 = super::auth::digest_hex(&body.file);
     let (mut response, detail) = match st.loadtests.create(&body.file, &body.regions).await {
         Ok(v) => {
             let detail = json!({

@@ -9,13 +9,6 @@ use crate::support::*;
 
 const VIEWER_TOKEN: &str = "vantage-test-viewer-token-9876543210";
 
-fn hex(token: &str) -> String {
-    vantage_coordinator::api::auth::digest(token)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn config(dir: &std::path::Path) -> std::path::PathBuf {
     write_config(
         dir,
@@ -37,8 +30,8 @@ name = "grafana"
 role = "viewer"
 sha256 = "{}"
 "#,
-            hex(TEST_ADMIN_TOKEN),
-            hex(VIEWER_TOKEN)
+            sha256_hex(TEST_ADMIN_TOKEN),
+            sha256_hex(VIEWER_TOKEN)
         ),
     )
 }

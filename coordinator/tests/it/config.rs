@@ -642,10 +642,7 @@ fn api_tokens_come_as_a_digest_or_from_a_secret_file_and_are_kept_hashed() {
     use vantage_coordinator::api::auth::{digest, Role};
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ops.token"), "token-from-a-file\n").unwrap();
-    let hex: String = digest("token-from-the-digest")
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = vantage_coordinator::api::auth::digest_hex("token-from-the-digest");
     let text = format!(
         "version = 1\n\n[[api.token]]\nname = \"ops\"\nrole = \"admin\"\ntoken = {{ file = \"ops.token\" }}\n\n[[api.token]]\nname = \"grafana\"\nrole = \"viewer\"\nsha256 = \"{hex}\"\n"
     );

@@ -14,13 +14,6 @@ use crate::support::*;
 
 const VIEWER_TOKEN: &str = "vantage-reload-viewer-token-5550123";
 
-fn hex(token: &str) -> String {
-    vantage_coordinator::api::auth::digest(token)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// The whole config file: `window`, the checks, and the API tokens (the
 /// viewer's only when `viewer`).
 fn config_text(target: &RegionTarget, window: &str, checks: &[&str], viewer: bool) -> String {
@@ -31,12 +24,12 @@ fn config_text(target: &RegionTarget, window: &str, checks: &[&str], viewer: boo
     );
     text.push_str(&format!(
         "[[api.token]]\nname = \"test-admin\"\nrole = \"admin\"\nsha256 = \"{}\"\n",
-        hex(TEST_ADMIN_TOKEN)
+        sha256_hex(TEST_ADMIN_TOKEN)
     ));
     if viewer {
         text.push_str(&format!(
             "\n[[api.token]]\nname = \"ops\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
-            hex(VIEWER_TOKEN)
+            sha256_hex(VIEWER_TOKEN)
         ));
     }
     text

@@ -363,10 +363,7 @@ pub fn agent_token(name: &str) -> String {
 
 /// Lowercase hex SHA-256 of `token`, as `sha256` keys take it.
 pub fn sha256_hex(token: &str) -> String {
-    vantage_coordinator::api::auth::digest(token)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    vantage_coordinator::api::auth::digest_hex(token)
 }
 
 /// `[[agent]]` tables for `(name, region)` pairs, each pinned to its region,
@@ -704,10 +701,7 @@ pub fn write_config(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("vantage.toml");
     let mut text = body.to_owned();
     if !text.contains("[api") {
-        let hex: String = vantage_coordinator::api::auth::digest(TEST_ADMIN_TOKEN)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = sha256_hex(TEST_ADMIN_TOKEN);
         text.push_str(&format!(
             "\n[[api.token]]\nname = \"test-admin\"\nrole = \"admin\"\nsha256 = \"{hex}\"\n"
         ));
