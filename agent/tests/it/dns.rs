@@ -29,8 +29,23 @@ pub enum Rr<'a> {
 
 impl Dnsmasq {
     /// Starts dnsmasq on 127.0.0.1 (a free port) serving `records`; returns
-    /// once it accepts TCP connections.
+    /// once it accepts TCP connections. The port is free for UDP when
+    /// chosen, but another test may hold it for TCP (or take it before
+    /// dnsmasq binds): dnsmasq then exits, and a new port is tried, up to
+    /// five times.
     pub fn start(records: &[Rr<'_>]) -> Dnsmasq {
+        let mut failed = Vec::new();
+        for _ in 0..5 {
+            match Self::try_start(records) {
+                Ok(dns) => return dns,
+                Err(port) => failed.push(port),
+            }
+        }
+        panic!("dnsmasq did not start on any of the ports {failed:?}");
+    }
+
+    /// One attempt on one free port: `Err(port)` when dnsmasq exited.
+    fn try_start(records: &[Rr<'_>]) -> Result<Dnsmasq, u16> {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::UdpSocket::bind("127.0.0.1:0")
             .unwrap()
@@ -69,20 +84,29 @@ impl Dnsmasq {
             .stderr(Stdio::null())
             .spawn()
             .expect("dnsmasq (dnsmasq-base; .ci/run installs it)");
-        let dns = Dnsmasq {
+        let mut dns = Dnsmasq {
             child,
             port,
             _dir: dir,
         };
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if dns.child.try_wait().unwrap().is_some() {
+                return Err(port);
+            }
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "dnsmasq did not start on port {port}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        dns
+        // The listener that answered may be another test's on the same port,
+        // with dnsmasq about to exit for want of it.
+        std::thread::sleep(Duration::from_millis(100));
+        if dns.child.try_wait().unwrap().is_some() {
+            return Err(port);
+        }
+        Ok(dns)
     }
 
     /// `127.0.0.1:PORT`, as `--dns-server` takes it.
