@@ -311,8 +311,15 @@ pub fn stored_starts(
     (starts, attempts)
 }
 
+/// How late the agent's recorder may close a window after its boundary: an
+/// attempt that completes in that time is counted in the window closing,
+/// as the recorder counts attempts in the window open when their outcome
+/// arrives.
+const ROLL_SLACK_MS: i64 = 500;
+
 /// Whether request `a` is in a stored 1 s window (of [`stored_starts`]): the
-/// window of its arrival, or of its completion at most `timeout_ms` later.
+/// window of its arrival, of its completion at most `timeout_ms` later, or
+/// the window before when that one closed late ([`ROLL_SLACK_MS`]).
 pub fn in_stored_window(
     starts: &std::collections::BTreeMap<String, std::collections::BTreeSet<i64>>,
     a: &Arrival,
@@ -321,7 +328,7 @@ pub fn in_stored_window(
     let Some(set) = starts.get(&a.check) else {
         return false;
     };
-    [a.at_ms, a.at_ms + timeout_ms]
+    [a.at_ms - ROLL_SLACK_MS, a.at_ms, a.at_ms + timeout_ms]
         .iter()
         .any(|t| set.contains(&(t - t.rem_euclid(1000))))
 }
