@@ -647,7 +647,31 @@ impl Fleet {
     /// Stores `batches` (consecutive batches of one session) with one
     /// flush. Validated first: the batches before an invalid one are stored,
     /// then the error is returned. Returns the highest seq stored, to ack.
+    ///
+    /// Everything runs on the blocking pool: validating and observing inflate
+    /// every histogram, and a reconnecting agent's backlog holds thousands,
+    /// which would otherwise hold a runtime worker for seconds and stall the
+    /// API and the other sessions with it.
     async fn ingest(
+        self: &Arc<Self>,
+        agent: &str,
+        region: &str,
+        batches: Vec<v1::ResultBatch>,
+    ) -> (Option<u64>, Result<(), FleetError>) {
+        let fleet = Arc::clone(self);
+        let (agent, region) = (agent.to_owned(), region.to_owned());
+        tokio::task::spawn_blocking(move || fleet.ingest_blocking(&agent, &region, batches))
+            .await
+            .unwrap_or_else(|e| {
+                (
+                    None,
+                    Err(FleetError::Invalid(format!("ingest task failed: {e}"))),
+                )
+            })
+    }
+
+    /// [`Fleet::ingest`], on a thread that may block.
+    fn ingest_blocking(
         &self,
         agent: &str,
         region: &str,
@@ -672,36 +696,27 @@ impl Fleet {
         let Some(last) = batches.last().map(|b| b.seq) else {
             return (None, verdict);
         };
-        let store = Arc::clone(&self.store);
-        let (agent_o, region_o) = (agent.to_owned(), region.to_owned());
-        let seqs: Vec<u64> = batches.iter().map(|b| b.seq).collect();
-        let stored = tokio::task::spawn_blocking(move || {
-            let group: Vec<(u64, &[v1::Window])> = batches
-                .iter()
-                .map(|b| (b.seq, b.windows.as_slice()))
-                .collect();
-            let result = store.ingest_batches(&agent_o, &region_o, &group);
-            (result, batches)
-        })
-        .await;
-        let (outcomes, batches) = match stored {
-            Ok((Ok(outcomes), batches)) => (outcomes, batches),
-            Ok((Err(e), _)) => return (None, Err(FleetError::Store(e))),
-            Err(e) => {
-                return (
-                    None,
-                    Err(FleetError::Invalid(format!("ingest task failed: {e}"))),
-                )
-            }
+        let group: Vec<(u64, &[v1::Window])> = batches
+            .iter()
+            .map(|b| (b.seq, b.windows.as_slice()))
+            .collect();
+        let outcomes = match self.store.ingest_batches(agent, region, &group) {
+            Ok(outcomes) => outcomes,
+            Err(e) => return (None, Err(FleetError::Store(e))),
         };
-        let mut counts = self.ingest_counts.lock().unwrap_or_else(|p| p.into_inner());
-        let counts = counts.entry(agent.to_owned()).or_default();
-        for ((seq, outcome), batch) in seqs.into_iter().zip(outcomes).zip(&batches) {
+        // Observed before the counters are locked: `/api/v1/agents` reads
+        // them and must not wait for histograms to inflate.
+        for (outcome, batch) in outcomes.iter().zip(&batches) {
             if matches!(outcome, IngestOutcome::Stored { .. }) {
                 for w in &batch.windows {
                     self.probe_metrics.observe(region, w);
                 }
             }
+        }
+        let mut counts = self.ingest_counts.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = counts.entry(agent.to_owned()).or_default();
+        for (outcome, batch) in outcomes.into_iter().zip(&batches) {
+            let seq = batch.seq;
             match outcome {
                 IngestOutcome::Duplicate => {
                     counts.duplicate_batches_total += 1;
