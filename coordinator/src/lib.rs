@@ -187,7 +187,11 @@ async fn serve(
         token.clone(),
     );
 
-    let retention = tokio::spawn(prune_rollups_hourly(pruner, token.clone()));
+    let retention = tokio::spawn(prune_hourly(
+        pruner,
+        config.server.raw_retention,
+        token.clone(),
+    ));
 
     let grpc_token = token.clone();
     let service = vantage_proto::v1::fleet_server::FleetServer::new(fleet::FleetService::new(
@@ -283,22 +287,35 @@ async fn serve(
     Ok(())
 }
 
-/// Removes roll-ups past retention once an hour (also done at open).
-async fn prune_rollups_hourly(store: Arc<SledStore>, token: CancellationToken) {
+/// Removes raw windows older than `raw_retention` and roll-ups past theirs,
+/// now and then once an hour.
+async fn prune_hourly(store: Arc<SledStore>, raw_retention: Duration, token: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    every.tick().await; // the first tick is immediate; open just pruned
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
             _ = every.tick() => {}
         }
         let s = Arc::clone(&store);
-        match tokio::task::spawn_blocking(move || s.prune_rollups(now_ms())).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(pruned)) => tracing::info!(pruned, "removed roll-ups past retention"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "pruning roll-ups"),
-            Err(e) => tracing::warn!(error = %e, "roll-up pruning task"),
+        let pruned = tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            Ok::<_, store::StoreError>((
+                s.prune_windows(now, raw_retention)?,
+                s.prune_rollups(now)?,
+            ))
+        })
+        .await;
+        match pruned {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((windows, rollups))) => tracing::info!(
+                windows,
+                rollups,
+                raw_retention = %vantage_proto::spec::humantime_like(raw_retention),
+                "removed raw windows and roll-ups past retention"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "pruning past retention"),
+            Err(e) => tracing::warn!(error = %e, "retention pruning task"),
         }
     }
 }

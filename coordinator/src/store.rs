@@ -247,6 +247,19 @@ impl SledStore {
         }
         Ok(removed)
     }
+
+    /// Removes the raw windows that started more than `keep` before
+    /// `now_ms`; returns how many. Their counts live on in the roll-ups,
+    /// which were written with them. The coordinator runs it at start and
+    /// hourly, with `server.raw_retention`.
+    pub fn prune_windows(
+        &self,
+        now_ms: i64,
+        keep: std::time::Duration,
+    ) -> Result<usize, StoreError> {
+        let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+        prune_before(&self.windows, now_ms.saturating_sub(keep_ms), "window")
+    }
 }
 
 impl SledStore {
@@ -311,6 +324,42 @@ fn assigned_prefix(agent: &str) -> Vec<u8> {
     let mut k = agent.as_bytes().to_vec();
     k.push(0);
     k
+}
+
+/// Removes the entries of `tree` (keys `check \0 start_ms(be) ...`) that
+/// started before `cutoff_ms`, one check at a time, each with one sled batch.
+/// Returns how many were removed; `what` names the entries in errors.
+pub(crate) fn prune_before(
+    tree: &sled::Tree,
+    cutoff_ms: i64,
+    what: &str,
+) -> Result<usize, StoreError> {
+    let cutoff = ordered_ms(cutoff_ms);
+    let mut removed = 0;
+    let mut cursor: Vec<u8> = Vec::new();
+    while let Some(entry) = tree.range(cursor.as_slice()..).next() {
+        let (k, _) = entry?;
+        let Some(nul) = k.iter().position(|b| *b == 0) else {
+            return Err(StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: format!("{what} key without a check name"),
+            });
+        };
+        let prefix = &k[..=nul];
+        let mut end = prefix.to_vec();
+        end.extend_from_slice(&cutoff);
+        let mut batch = sled::Batch::default();
+        for old in tree.range(prefix..end.as_slice()).keys() {
+            batch.remove(old?);
+            removed += 1;
+        }
+        tree.apply_batch(batch)?;
+        // Past every key of this check: names never contain NUL, so
+        // `check \x01` sorts after all of `check \0 ...`.
+        cursor = k[..nul].to_vec();
+        cursor.push(1);
+    }
+    Ok(removed)
 }
 
 fn window_prefix(check: &str) -> Vec<u8> {

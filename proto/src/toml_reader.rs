@@ -473,7 +473,7 @@ pub fn duration(cx: &mut Ctx<'_>, f: &Field<'_, '_>) -> Result<Duration, Reporte
         f.error(
             cx,
             format!(
-                "{s:?} is not a duration{why}: use a whole number and a unit (ms, s, m or h), \
+                "{s:?} is not a duration{why}: use a whole number and a unit (ms, s, m, h or d), \
                  like \"500ms\", \"30s\" or \"1h30m\""
             ),
         )
@@ -502,6 +502,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, &'static str> {
             "s" => 1_000,
             "m" => 60_000,
             "h" => 3_600_000,
+            "d" => 86_400_000,
             _ => return Err(""),
         };
         total_ms = number
@@ -541,11 +542,13 @@ mod tests {
             ("1h30m", 5_400_000),
             ("1h 30m", 5_400_000),
             ("0s", 0),
+            ("2d", 172_800_000),
+            ("1d12h", 129_600_000),
         ];
         for (s, ms) in ok {
             assert_eq!(parse_duration(s), Ok(Duration::from_millis(ms)), "{s}");
         }
-        for s in ["", "30", "s", "1.5s", "30sec", "-1s", "1d", "30 s"] {
+        for s in ["", "30", "s", "1.5s", "30sec", "-1s", "1w", "30 s"] {
             assert_eq!(parse_duration(s), Err(""), "{s}");
         }
         for s in ["99999999999999999999s", "9999999999999999h"] {

@@ -953,7 +953,7 @@ http_reqs = ["rate>4000"]
             ),
             (
                 scenario("executor = \"constant-vus\"\nduration = \"soon\""),
-                vec!["t.toml:4:1: scenario[0].duration: \"soon\" is not a duration: use a whole number and a unit (ms, s, m or h), like \"500ms\", \"30s\" or \"1h30m\""],
+                vec!["t.toml:4:1: scenario[0].duration: \"soon\" is not a duration: use a whole number and a unit (ms, s, m, h or d), like \"500ms\", \"30s\" or \"1h30m\""],
             ),
             (
                 scenario("executor = \"per-vu-iterations\"") + "[thresholds]\nchecks = [\"p(95)<1\"]\nhttp_reqs = [\"avg<3\"]\nhttp_req_failed = [\"rate<5\"]\nhttp_req_duraton = [\"p(95)<1\"]\n",

@@ -13,6 +13,7 @@
 //! data_dir = "vantage-data"         # default; relative to the config file's directory
 //! window = "10s"                    # default 10s; one result window (1s to 5m)
 //! cache_capacity_mb = 64            # default 64; sled page cache in MiB (1 to 4096)
+//! raw_retention = "48h"             # default 48h; raw windows kept (25h to 400d), roll-ups 400d
 //!
 //! [server.tls]                      # optional; required unless both listeners are loopback
 //! cert_file = "coordinator.crt"     # PEM chain, leaf first; relative to the config file
@@ -113,6 +114,14 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(300);
 /// Default `server.cache_capacity_mb`: far below sled's 1 GiB default
 /// (shared/RELIABILITY.md §2).
 pub const DEFAULT_CACHE_CAPACITY_MB: u64 = 64;
+/// Default `server.raw_retention`: raw windows are kept two days.
+pub const DEFAULT_RAW_RETENTION: Duration = Duration::from_secs(48 * 3600);
+/// Shortest `server.raw_retention`: the 24-hour series and alert windows
+/// read raw windows, and need all of the last 24 h plus the bucket that
+/// holds now.
+pub const MIN_RAW_RETENTION: Duration = Duration::from_secs(25 * 3600);
+/// Longest `server.raw_retention`: as long as the roll-ups are kept.
+pub const MAX_RAW_RETENTION: Duration = Duration::from_secs(400 * 24 * 3600);
 /// Accepted `server.cache_capacity_mb` values.
 pub const CACHE_CAPACITY_MB_RANGE: std::ops::RangeInclusive<u64> = 1..=4096;
 /// Largest config file [`load`] reads, so a wrong path (say `/dev/zero`)
@@ -201,6 +210,10 @@ pub struct ServerConfig {
     pub window: Duration,
     /// `cache_capacity_mb` × 1 MiB: sled's page cache, in bytes. Default 64 MiB.
     pub cache_capacity_bytes: u64,
+    /// `raw_retention`: how long raw result windows are kept, 25h to 400d.
+    /// Default 48h. Older ones are pruned hourly; the hourly and daily
+    /// roll-ups keep their counts and latency for 400 days.
+    pub raw_retention: Duration,
     /// `[server.tls]`: serve gRPC and HTTP over TLS with this certificate.
     /// Default none: plaintext, which is only accepted when both listeners
     /// are loopback addresses.
@@ -228,6 +241,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             window: DEFAULT_WINDOW,
             cache_capacity_bytes: DEFAULT_CACHE_CAPACITY_MB * MIB,
+            raw_retention: DEFAULT_RAW_RETENTION,
             tls: None,
         }
     }
@@ -423,6 +437,22 @@ fn read_server(
         }
     }) {
         server.cache_capacity_bytes = mb * MIB;
+    }
+    if let Ok(Some(d)) = r.optional(cx, "raw_retention", |cx, f| {
+        let d = reader::duration(cx, f)?;
+        if (MIN_RAW_RETENTION..=MAX_RAW_RETENTION).contains(&d) {
+            Ok(d)
+        } else {
+            Err(f.error(
+                cx,
+                format!(
+                    "{} is out of range: use 25h to 400d",
+                    vantage_proto::spec::humantime_like(d)
+                ),
+            ))
+        }
+    }) {
+        server.raw_retention = d;
     }
     let has_tls = r.key_span("tls").is_some();
     server.tls = read_tls(cx, &mut r, base_dir);

@@ -388,35 +388,10 @@ pub(crate) fn rebuild(
     Ok((read, trees.hourly.len() + trees.daily.len()))
 }
 
-/// Removes roll-ups that started more than [`RETENTION_MS`] before `now_ms`,
-/// one check at a time. Returns how many were removed.
+/// Removes roll-ups that started more than [`RETENTION_MS`] before `now_ms`.
+/// Returns how many were removed.
 pub(crate) fn prune(rollup: &sled::Tree, now_ms: i64) -> Result<usize, StoreError> {
-    let cutoff = ordered_ms(now_ms.saturating_sub(RETENTION_MS));
-    let mut removed = 0;
-    let mut cursor: Vec<u8> = Vec::new();
-    while let Some(entry) = rollup.range(cursor.as_slice()..).next() {
-        let (k, _) = entry?;
-        let Some(nul) = k.iter().position(|b| *b == 0) else {
-            return Err(StoreError::Corrupt {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                reason: "roll-up key without a check name".into(),
-            });
-        };
-        let prefix = &k[..=nul];
-        let mut end = prefix.to_vec();
-        end.extend_from_slice(&cutoff);
-        let mut batch = sled::Batch::default();
-        for old in rollup.range(prefix..end.as_slice()).keys() {
-            batch.remove(old?);
-            removed += 1;
-        }
-        rollup.apply_batch(batch)?;
-        // Past every key of this check: names never contain NUL, so
-        // `check \x01` sorts after all of `check \0 ...`.
-        cursor = k[..nul].to_vec();
-        cursor.push(1);
-    }
-    Ok(removed)
+    super::prune_before(rollup, now_ms.saturating_sub(RETENTION_MS), "roll-up")
 }
 
 #[cfg(test)]
@@ -664,5 +639,53 @@ mod tests {
         .unwrap();
         assert_eq!(all(&s, "old"), (vec![], vec![]));
         assert_eq!(s.windows_since("old", i64::MIN).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn raw_windows_past_retention_are_pruned_and_their_roll_ups_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let h = base();
+        // Three checks (the prune walks them one prefix at a time), two
+        // regions, windows an hour apart; "b" and "b2" share a prefix.
+        for (i, check) in ["a", "b", "b2"].iter().enumerate() {
+            for (j, region) in ["eu", "us"].iter().enumerate() {
+                let ws: Vec<_> = (0..3)
+                    .map(|k| window(check, h + k * HOUR_MS, &[1_000, 3_000], 2))
+                    .collect();
+                s.ingest(&format!("x-{region}"), region, (i * 2 + j) as u64 + 1, &ws)
+                    .unwrap();
+            }
+        }
+        let before: Vec<_> = ["a", "b", "b2"].iter().map(|c| all(&s, c)).collect();
+        let keep = std::time::Duration::from_secs(25 * 3600);
+        let keep_ms = 25 * HOUR_MS;
+        // Nothing is older than `keep` an hour before the last window does.
+        assert_eq!(s.prune_windows(h + keep_ms, keep).unwrap(), 0);
+        // The first hour's windows (3 checks × 2 regions) are past it.
+        assert_eq!(s.prune_windows(h + HOUR_MS + keep_ms, keep).unwrap(), 6);
+        for (check, rollups) in ["a", "b", "b2"].iter().zip(&before) {
+            let left: Vec<_> = s
+                .windows_since(check, i64::MIN)
+                .unwrap()
+                .into_iter()
+                .map(|w| w.window.unwrap().start_unix_ms)
+                .collect();
+            assert_eq!(
+                left,
+                [h + HOUR_MS, h + HOUR_MS, h + 2 * HOUR_MS, h + 2 * HOUR_MS],
+                "{check}"
+            );
+            // History keeps counting the pruned hour.
+            assert_eq!(&all(&s, check), rollups, "{check}");
+            assert_eq!(rollups.0.len(), 6, "{check}: 3 hours × 2 regions");
+        }
+        // Pruning again removes nothing more; a later cutoff removes the rest.
+        assert_eq!(s.prune_windows(h + HOUR_MS + keep_ms, keep).unwrap(), 0);
+        assert_eq!(
+            s.prune_windows(h + 3 * HOUR_MS + keep_ms, keep).unwrap(),
+            12
+        );
+        assert!(s.windows_since("b", i64::MIN).unwrap().is_empty());
     }
 }

@@ -132,6 +132,7 @@ fn minimal_config_gets_every_default() {
         data_dir: fixture_dir("ok").join("vantage-data"),
         window: Duration::from_secs(10),
         cache_capacity_bytes: 64 * 1024 * 1024,
+        raw_retention: Duration::from_secs(48 * 3600),
         tls: None,
     };
     assert_eq!(cfg.server, want);
@@ -246,6 +247,10 @@ fn full_config_keeps_every_value() {
     assert_eq!(s.data_dir, fixture_dir("ok").join("state/sled"));
     assert_eq!(s.window, Duration::from_secs(90));
     assert_eq!(s.cache_capacity_bytes, 128 * 1024 * 1024);
+    assert_eq!(
+        s.raw_retention,
+        Duration::from_secs(7 * 24 * 3600 + 12 * 3600)
+    );
     assert_eq!(
         s.tls,
         Some(config::TlsFiles {

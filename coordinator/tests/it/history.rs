@@ -180,3 +180,97 @@ async fn history_and_series_show_each_region_and_a_failing_one() {
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("15m, 1h, 6h or 24h"), "{text}");
 }
+
+/// A window of `check` from `eu` with `attempts` successful 2 ms attempts.
+fn seeded_window(check: &str, start_unix_ms: i64, attempts: u64) -> vantage_proto::v1::Window {
+    use vantage_proto::histogram;
+    let mut h = histogram::new_latency();
+    for _ in 0..attempts {
+        histogram::record_micros(&mut h, 2_000);
+    }
+    vantage_proto::v1::Window {
+        check: check.into(),
+        start_unix_ms,
+        duration_ms: 1_000,
+        attempts,
+        successes: attempts,
+        phases: vec![vantage_proto::v1::PhaseHistogram {
+            phase: vantage_proto::v1::Phase::Total as i32,
+            histogram: histogram::encode(&h),
+        }],
+        ..Default::default()
+    }
+}
+
+/// Waits until no process holds the sled store in `data` (sled locks its
+/// `db` file with flock; its flusher thread can keep it a moment after the
+/// store is dropped).
+fn wait_unlocked(data: &std::path::Path) {
+    let free = (0..200).any(|_| {
+        let status = std::process::Command::new("flock")
+            .arg("-n")
+            .arg(data.join("db"))
+            .arg("true")
+            .status()
+            .expect("running flock (util-linux)");
+        status.success() || {
+            std::thread::sleep(Duration::from_millis(50));
+            false
+        }
+    });
+    assert!(free, "the store in {} stayed locked", data.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_windows_past_retention_are_pruned_at_start_and_history_keeps_them() {
+    use vantage_coordinator::store::{SledStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let now = now_ms();
+    // 30 h ago: past a 25 h raw retention. One minute ago: inside it.
+    let old = now - 30 * HOUR_MS;
+    let fresh = now - 60_000;
+    {
+        let store = SledStore::open(&data, 8 << 20).unwrap();
+        let ws = [
+            seeded_window("site", old, 5),
+            seeded_window("site", fresh, 3),
+        ];
+        store.ingest("agent-eu", "eu", 1, &ws).unwrap();
+        assert_eq!(store.windows_since("site", i64::MIN).unwrap().len(), 2);
+    }
+    wait_unlocked(&data);
+    let config = write_config(
+        dir.path(),
+        "version = 1\n\n[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nwindow = \"1s\"\nraw_retention = \"25h\"\n\n[[check]]\nname = \"site\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = 9\nregions = [\"eu\"]\n",
+    );
+    let log = dir.path().join("coordinator.log");
+    let (mut coordinator, _grpc, http) = start_coordinator_with(&config, &[], Some(&log));
+    let pruned = eventually(Duration::from_secs(20), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .find(|l| l.contains("removed raw windows and roll-ups past retention"))
+            .map(str::to_owned)
+    })
+    .await
+    .expect("no pruning log line within 20 s");
+    assert!(pruned.contains("windows=1"), "{pruned}");
+    assert!(pruned.contains("raw_retention=25h"), "{pruned}");
+
+    // History still counts the pruned window: 30 days holds both, the last
+    // 24 hours only the fresh one.
+    let month = get_json(http, "/api/v1/checks/site/history?range=30d").await;
+    let day = get_json(http, "/api/v1/checks/site/history?range=24h").await;
+    assert_eq!(recent(&month, "eu", "buckets", 30).0, 8, "{month}");
+    assert_eq!(recent(&day, "eu", "buckets", 24).0, 3, "{day}");
+    terminate("the coordinator", &mut coordinator, Duration::from_secs(20));
+
+    let store = SledStore::open(&data, 8 << 20).unwrap();
+    let left: Vec<i64> = store
+        .windows_since("site", i64::MIN)
+        .unwrap()
+        .into_iter()
+        .map(|w| w.window.unwrap().start_unix_ms)
+        .collect();
+    assert_eq!(left, [fresh]);
+}
