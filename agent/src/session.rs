@@ -332,9 +332,11 @@ async fn session(
         .map_err(|s| {
             let text = format!("{:?}: {}", s.code(), s.message());
             match s.code() {
-                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
-                    SessionError::Refused(text)
-                }
+                // ResourceExhausted: too many failed authentications
+                // from this address; the token is still the cause.
+                tonic::Code::Unauthenticated
+                | tonic::Code::PermissionDenied
+                | tonic::Code::ResourceExhausted => SessionError::Refused(text),
                 _ => SessionError::Connect(text),
             }
         })?

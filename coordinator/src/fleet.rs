@@ -184,6 +184,9 @@ pub struct Fleet {
     ingest_counts: Mutex<HashMap<String, IngestCounts>>,
     /// Which agents may connect; replaced by a config reload.
     auth: std::sync::RwLock<Arc<AgentAuth>>,
+    /// Sessions refused for want of a valid token, by client address: past
+    /// a burst, more are refused before the token is even compared.
+    auth_failures: crate::api::auth::FailureLimiter,
     /// Checks ever assigned to each agent that connected since start: read
     /// from the store at `Hello`, grown by every assignment (and persisted).
     assigned: Mutex<HashMap<String, HashSet<String>>>,
@@ -242,6 +245,7 @@ impl Fleet {
     pub fn new(config: Arc<LiveConfig>, store: Arc<dyn Store>) -> Arc<Self> {
         Arc::new(Fleet {
             auth: std::sync::RwLock::new(Arc::new(AgentAuth::new(config.current().agents.clone()))),
+            auth_failures: Default::default(),
             assigned: Mutex::new(HashMap::new()),
             config,
             store,
@@ -905,6 +909,19 @@ impl From<AgentAuthError> for FleetError {
     }
 }
 
+/// The refusal of a session from an address past its failed-authentication
+/// allowance: `RESOURCE_EXHAUSTED` with `retry-after` seconds, as the HTTP
+/// API's 429.
+fn auth_limited(retry_after: u64) -> Status {
+    let mut status = Status::resource_exhausted(format!(
+        "too many failed agent authentications from this address: retry in {retry_after} s"
+    ));
+    if let Ok(v) = retry_after.to_string().parse() {
+        status.metadata_mut().insert("retry-after", v);
+    }
+    status
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(70).collect()
 }
@@ -936,13 +953,27 @@ impl v1::fleet_server::Fleet for FleetService {
         // The token first: without a valid one, not even Hello is read.
         let auth = self.fleet.auth();
         let token_sha256 = crate::agent_auth::presented_digest(request.metadata());
-        let entry = auth
-            .authenticate(request.metadata())
-            .map_err(|e| {
-                tracing::warn!(peer = ?request.remote_addr(), "agent session refused: no valid token");
-                FleetError::from(e)
-            })?
-            .cloned();
+        let entry = match auth.authenticate(request.metadata()) {
+            Ok(entry) => entry.cloned(),
+            Err(e) => {
+                let peer = request.remote_addr();
+                let limited = peer.and_then(|p| {
+                    self.fleet
+                        .auth_failures
+                        .fail(p.ip(), std::time::Instant::now())
+                });
+                if let Some(retry_after) = limited {
+                    tracing::debug!(
+                        ?peer,
+                        retry_after,
+                        "agent session refused: too many failed authentications"
+                    );
+                    return Err(auth_limited(retry_after));
+                }
+                tracing::warn!(?peer, "agent session refused: no valid token");
+                return Err(FleetError::from(e).into());
+            }
+        };
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await

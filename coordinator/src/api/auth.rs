@@ -109,11 +109,56 @@ struct Allowance {
     at: Instant,
 }
 
+/// Failed authentications per client address: a burst of
+/// [`FAILURE_BURST`], then one every [`FAILURE_REFILL`]. Used by the HTTP
+/// API and by agent sessions (each with its own).
+#[derive(Default)]
+pub struct FailureLimiter {
+    by_client: Mutex<HashMap<IpAddr, Allowance>>,
+}
+
+impl FailureLimiter {
+    /// Counts a failed attempt from `peer` (an IPv6 client by its /64).
+    /// `None` while the address has allowance left; once it has not, the
+    /// seconds to wait before the next attempt can count.
+    pub fn fail(&self, peer: IpAddr, now: Instant) -> Option<u64> {
+        let key = client_key(peer);
+        let mut map = self.by_client.lock().unwrap_or_else(|p| p.into_inner());
+        let refill = |a: &Allowance| {
+            let earned =
+                now.saturating_duration_since(a.at).as_secs_f64() / FAILURE_REFILL.as_secs_f64();
+            (a.left + earned).min(f64::from(FAILURE_BURST))
+        };
+        if !map.contains_key(&key) && map.len() >= MAX_TRACKED {
+            map.retain(|_, a| refill(a) < f64::from(FAILURE_BURST));
+            if map.len() >= MAX_TRACKED {
+                return Some(FAILURE_REFILL.as_secs());
+            }
+        }
+        let a = map.entry(key).or_insert(Allowance {
+            left: f64::from(FAILURE_BURST),
+            at: now,
+        });
+        let left = refill(a);
+        if left >= 1.0 {
+            *a = Allowance {
+                left: left - 1.0,
+                at: now,
+            };
+            None
+        } else {
+            *a = Allowance { left, at: now };
+            let wait = (1.0 - left) * FAILURE_REFILL.as_secs_f64();
+            Some(wait.ceil().max(1.0) as u64)
+        }
+    }
+}
+
 /// The tokens and the failure limiter.
 pub struct Auth {
     /// Replaced whole on a config reload ([`Auth::set_tokens`]).
     tokens: std::sync::RwLock<Arc<Vec<ApiToken>>>,
-    failures: Mutex<HashMap<IpAddr, Allowance>>,
+    failures: FailureLimiter,
 }
 
 /// Why a request was refused.
@@ -134,7 +179,7 @@ impl Auth {
         warn_if_none(&tokens);
         Arc::new(Auth {
             tokens: std::sync::RwLock::new(Arc::new(tokens)),
-            failures: Mutex::new(HashMap::new()),
+            failures: FailureLimiter::default(),
         })
     }
 
@@ -183,40 +228,10 @@ impl Auth {
         match self.lookup(header, basic) {
             Some(t) if t.role >= role => Ok(t),
             Some(_) => Err(Refusal::Forbidden(role)),
-            None => Err(self.fail(client_key(peer), now)),
-        }
-    }
-
-    /// Counts a failed attempt of `key`: 401 while it has allowance left,
-    /// 429 after.
-    fn fail(&self, key: IpAddr, now: Instant) -> Refusal {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let refill = |a: &Allowance| {
-            let earned =
-                now.saturating_duration_since(a.at).as_secs_f64() / FAILURE_REFILL.as_secs_f64();
-            (a.left + earned).min(f64::from(FAILURE_BURST))
-        };
-        if !map.contains_key(&key) && map.len() >= MAX_TRACKED {
-            map.retain(|_, a| refill(a) < f64::from(FAILURE_BURST));
-            if map.len() >= MAX_TRACKED {
-                return Refusal::Limited(FAILURE_REFILL.as_secs());
-            }
-        }
-        let a = map.entry(key).or_insert(Allowance {
-            left: f64::from(FAILURE_BURST),
-            at: now,
-        });
-        let left = refill(a);
-        if left >= 1.0 {
-            *a = Allowance {
-                left: left - 1.0,
-                at: now,
-            };
-            Refusal::Unauthorized
-        } else {
-            *a = Allowance { left, at: now };
-            let wait = (1.0 - left) * FAILURE_REFILL.as_secs_f64();
-            Refusal::Limited(wait.ceil().max(1.0) as u64)
+            None => Err(match self.failures.fail(peer, now) {
+                None => Refusal::Unauthorized,
+                Some(retry_after) => Refusal::Limited(retry_after),
+            }),
         }
     }
 }

@@ -381,6 +381,49 @@ async fn a_wrong_or_missing_token_is_unauthenticated_and_the_agent_says_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_agent_authentications_are_limited_per_address_and_a_valid_token_never_is() {
+    use vantage_coordinator::api::auth::{FAILURE_BURST, FAILURE_REFILL};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{}{}{}",
+            loopback_server(),
+            agents_toml(&[("agent-1", "eu")]),
+            tcp_checks(&["db"], "eu")
+        ),
+    );
+    let (_coordinator, grpc, _http) = start_coordinator(&config);
+    // The burst: each wrong token is refused as unauthenticated.
+    for i in 0..FAILURE_BURST {
+        let err = open(grpc, Some(&format!("guess-{i}")), "agent-1", "eu")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), Code::Unauthenticated, "attempt {i}: {err:?}");
+    }
+    // Past it, refused before the token counts, with when to retry.
+    let err = open(grpc, Some("guess-more"), "agent-1", "eu")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    let retry: u64 = err
+        .metadata()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no retry-after: {err:?}"));
+    assert!((1..=FAILURE_REFILL.as_secs()).contains(&retry), "{retry}");
+    assert!(err.message().contains("too many failed"), "{err:?}");
+    // The right token from the same address is still welcomed.
+    let mut s = open(grpc, Some(&agent_token("agent-1")), "agent-1", "eu")
+        .await
+        .unwrap();
+    assert_eq!(welcome_and_assignment(&mut s).await, ["db"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_presenting_another_agents_name_is_refused_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
