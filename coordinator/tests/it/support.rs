@@ -156,10 +156,17 @@ pub fn start_coordinator_with(
     let (grpc, http) = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("coordinator did not report its addresses within 30 s");
+    let mut tls_addrs = TLS_ADDRS.lock().unwrap();
     if TLS_APIS.lock().unwrap().contains(config) {
-        TLS_ADDRS.lock().unwrap().insert(http);
-        TLS_ADDRS.lock().unwrap().insert(grpc);
+        tls_addrs.insert(http);
+        tls_addrs.insert(grpc);
+    } else {
+        // A port a TLS coordinator of an earlier test had, given again by
+        // the kernel: plaintext now.
+        tls_addrs.remove(&http);
+        tls_addrs.remove(&grpc);
     }
+    drop(tls_addrs);
     (proc, grpc, http)
 }
 
