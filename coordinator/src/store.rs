@@ -208,10 +208,6 @@ impl SledStore {
             meta.insert(rollup::COMPLETE_KEY, &[1u8][..])?;
             store.db.flush()?;
         }
-        let pruned = store.prune_rollups(crate::now_ms())?;
-        if pruned > 0 {
-            tracing::info!(pruned, "removed roll-ups past the 400-day retention");
-        }
         Ok(store)
     }
 
@@ -239,7 +235,7 @@ impl SledStore {
     }
 
     /// Removes roll-ups past retention ([`rollup::RETENTION_MS`]); returns how
-    /// many. Runs at open and then hourly.
+    /// many. The coordinator runs it at start and hourly.
     pub fn prune_rollups(&self, now_ms: i64) -> Result<usize, StoreError> {
         let mut removed = 0;
         for span in Span::ALL {

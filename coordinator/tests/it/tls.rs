@@ -324,18 +324,24 @@ async fn an_agent_over_tls_delivers_and_the_api_answers_only_over_tls() {
     assert_eq!((status, body.as_str()), (200, "ok\n"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_or_missing_token_is_unauthenticated_and_the_agent_says_so() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
+/// A loopback coordinator config admitting `agents` (name, region) with one
+/// TCP check, `db`, in `eu`.
+fn agents_with_db_check(dir: &std::path::Path, agents: &[(&str, &str)]) -> std::path::PathBuf {
+    write_config(
+        dir,
         &format!(
             "{}{}{}",
             loopback_server(),
-            agents_toml(&[("agent-1", "eu")]),
+            agents_toml(agents),
             tcp_checks(&["db"], "eu")
         ),
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_or_missing_token_is_unauthenticated_and_the_agent_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = agents_with_db_check(dir.path(), &[("agent-1", "eu")]);
     agent_bin();
     let (_coordinator, grpc, http) = start_coordinator(&config);
     for token in [None, Some("wrong"), Some("test-agent-token-agent-2")] {
@@ -384,15 +390,7 @@ async fn a_wrong_or_missing_token_is_unauthenticated_and_the_agent_says_so() {
 async fn failed_agent_authentications_are_limited_per_address_and_a_valid_token_never_is() {
     use vantage_coordinator::api::auth::{FAILURE_BURST, FAILURE_REFILL};
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "{}{}{}",
-            loopback_server(),
-            agents_toml(&[("agent-1", "eu")]),
-            tcp_checks(&["db"], "eu")
-        ),
-    );
+    let config = agents_with_db_check(dir.path(), &[("agent-1", "eu")]);
     let (_coordinator, grpc, _http) = start_coordinator(&config);
     // The burst: each wrong token is refused as unauthenticated.
     for i in 0..FAILURE_BURST {
@@ -426,15 +424,7 @@ async fn failed_agent_authentications_are_limited_per_address_and_a_valid_token_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_presenting_another_agents_name_is_refused_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "{}{}{}",
-            loopback_server(),
-            agents_toml(&[("agent-a", "eu"), ("agent-b", "eu")]),
-            tcp_checks(&["db"], "eu")
-        ),
-    );
+    let config = agents_with_db_check(dir.path(), &[("agent-a", "eu"), ("agent-b", "eu")]);
     agent_bin();
     let (mut coordinator, grpc, http) = start_coordinator(&config);
     // A's valid token, Hello as B.
