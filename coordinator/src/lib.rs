@@ -287,8 +287,8 @@ async fn serve(
     Ok(())
 }
 
-/// Removes raw windows older than `raw_retention` and roll-ups past theirs,
-/// now and then once an hour.
+/// Removes raw windows and batch markers older than `raw_retention`, and
+/// roll-ups past theirs, now and then once an hour.
 async fn prune_hourly(store: Arc<SledStore>, raw_retention: Duration, token: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -302,17 +302,19 @@ async fn prune_hourly(store: Arc<SledStore>, raw_retention: Duration, token: Can
             let now = now_ms();
             Ok::<_, store::StoreError>((
                 s.prune_windows(now, raw_retention)?,
+                s.prune_batches(now, raw_retention)?,
                 s.prune_rollups(now)?,
             ))
         })
         .await;
         match pruned {
-            Ok(Ok((0, 0))) => {}
-            Ok(Ok((windows, rollups))) => tracing::info!(
+            Ok(Ok((0, 0, 0))) => {}
+            Ok(Ok((windows, batch_markers, rollups))) => tracing::info!(
                 windows,
+                batch_markers,
                 rollups,
                 raw_retention = %vantage_proto::spec::humantime_like(raw_retention),
-                "removed raw windows and roll-ups past retention"
+                "removed raw windows, batch markers and roll-ups past retention"
             ),
             Ok(Err(e)) => tracing::warn!(error = %e, "pruning past retention"),
             Err(e) => tracing::warn!(error = %e, "retention pruning task"),

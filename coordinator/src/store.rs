@@ -6,8 +6,11 @@
 //! - `windows`: key `check \0 start_ms(be) region \0 agent` → [`StoredWindow`];
 //!   ordered by check then time, so "the last five minutes of a check" is one
 //!   range scan.
-//! - `batches`: key `agent \0 seq(be)` → empty; the idempotency set for
-//!   `(agent, seq)` and the source of `Welcome.last_stored_seq`.
+//! - `batches`: key `agent \0 seq(be)` → when it was stored (unix ms,
+//!   [`ordered_ms`]; empty in stores written before 0.1 pruned them); the
+//!   idempotency set for `(agent, seq)` and the source of
+//!   `Welcome.last_stored_seq`. Pruned with the raw windows, except each
+//!   agent's last.
 //! - `rollup_1h`, `rollup_1d`: hourly and daily roll-ups per check, hour (or
 //!   day) and region ([`rollup`]), written in the same transaction as the
 //!   windows.
@@ -253,9 +256,62 @@ impl SledStore {
         now_ms: i64,
         keep: std::time::Duration,
     ) -> Result<usize, StoreError> {
-        let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
-        prune_before(&self.windows, now_ms.saturating_sub(keep_ms), "window")
+        prune_before(&self.windows, cutoff(now_ms, keep), "window")
     }
+
+    /// Removes the batch markers stored more than `keep` before `now_ms`,
+    /// except each agent's last (its `Welcome.last_stored_seq`); returns how
+    /// many. An agent drops from its spool every batch up to that seq, so a
+    /// pruned marker is never asked about again. Markers from before they
+    /// carried a time count as old. The coordinator runs it with the window
+    /// pruning, with `server.raw_retention`.
+    pub fn prune_batches(
+        &self,
+        now_ms: i64,
+        keep: std::time::Duration,
+    ) -> Result<usize, StoreError> {
+        let cutoff = cutoff(now_ms, keep);
+        let mut removed = 0;
+        let mut cursor: Vec<u8> = Vec::new();
+        while let Some(first) = self.batches.range(cursor.as_slice()..).keys().next() {
+            let first = first?;
+            let Some(nul) = first.iter().position(|b| *b == 0) else {
+                return Err(StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&first).into_owned(),
+                    reason: "batch key without an agent name".into(),
+                });
+            };
+            let prefix = &first[..=nul];
+            // Seqs are stored in order, so the old ones come first; the
+            // scan stops at the first recent one, or before the last.
+            let mut batch = sled::Batch::default();
+            let mut entries = self.batches.scan_prefix(prefix).peekable();
+            while let Some(entry) = entries.next() {
+                let (k, stored_at) = entry?;
+                if entries.peek().is_none() || stored_at_ms(&stored_at) >= cutoff {
+                    break;
+                }
+                batch.remove(k);
+                removed += 1;
+            }
+            self.batches.apply_batch(batch)?;
+            cursor = first[..nul].to_vec();
+            cursor.push(1);
+        }
+        Ok(removed)
+    }
+}
+
+/// `now_ms` less `keep`, saturating.
+fn cutoff(now_ms: i64, keep: std::time::Duration) -> i64 {
+    now_ms.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// When a batch marker was stored; `i64::MIN` for a marker without a time.
+fn stored_at_ms(value: &[u8]) -> i64 {
+    <[u8; 8]>::try_from(value)
+        .map(unordered_ms)
+        .unwrap_or(i64::MIN)
 }
 
 impl SledStore {
@@ -312,6 +368,11 @@ fn batch_key(agent: &str, seq: u64) -> Vec<u8> {
 /// Maps signed milliseconds onto u64 so that byte order is time order.
 pub(crate) fn ordered_ms(ms: i64) -> [u8; 8] {
     ((ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// Inverse of [`ordered_ms`].
+pub(crate) fn unordered_ms(b: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
 }
 
 /// Key prefix of `agent`'s entries in the `assigned` tree (names never
@@ -434,7 +495,7 @@ impl SledStore {
                     |span, k| tree(span).get(k),
                     |span, k, v| tree(span).insert(k, v).map(drop),
                 )?;
-                tb.insert(marker.as_slice(), &[][..])?;
+                tb.insert(marker.as_slice(), &ordered_ms(now)[..])?;
                 Ok::<_, ConflictableTransactionError<()>>(IngestOutcome::Stored {
                     replaced_windows,
                 })
@@ -625,6 +686,48 @@ mod tests {
         assert_eq!(s.windows_since("web", 2_000).unwrap().len(), 3);
         // "we" is a prefix of "web" but a different check.
         assert!(s.windows_since("we", 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn old_batch_markers_are_pruned_but_each_agents_last_is_kept() {
+        const HOUR_MS: i64 = 3_600_000;
+        let keep = std::time::Duration::from_secs(3600);
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let now = crate::now_ms();
+        for seq in 1..=3 {
+            s.ingest("a1", "eu", seq, &[window("web", seq as i64 * 1000)])
+                .unwrap();
+        }
+        // "a1" is a prefix of "a10": a different agent.
+        s.ingest("a10", "eu", 1, &[window("web", 1000)]).unwrap();
+        // Markers from before they carried a time.
+        for seq in [1, 2] {
+            s.batches.insert(batch_key("a2", seq), &[][..]).unwrap();
+        }
+
+        // Fresh markers stay; the untimed ones count as old.
+        assert_eq!(s.prune_batches(now, keep).unwrap(), 1);
+        assert_eq!(s.stored_seqs("a2").unwrap(), [2]);
+        assert_eq!(s.stored_seqs("a1").unwrap(), [1, 2, 3]);
+
+        // Two hours on: all but each agent's last go.
+        assert_eq!(s.prune_batches(now + 2 * HOUR_MS, keep).unwrap(), 2);
+        assert_eq!(s.stored_seqs("a1").unwrap(), [3]);
+        assert_eq!(s.stored_seqs("a10").unwrap(), [1]);
+        assert_eq!(s.stored_seqs("a2").unwrap(), [2]);
+        assert_eq!(s.last_seq("a1").unwrap(), 3);
+        assert_eq!(s.last_seq("a2").unwrap(), 2);
+        // The kept marker still answers a batch sent again.
+        assert_eq!(
+            s.ingest("a1", "eu", 3, &[window("web", 3000)]).unwrap(),
+            IngestOutcome::Duplicate
+        );
+        // A newer batch makes the previous last prunable.
+        s.ingest("a1", "eu", 4, &[window("web", 4000)]).unwrap();
+        assert_eq!(s.prune_batches(now + 2 * HOUR_MS, keep).unwrap(), 1);
+        assert_eq!(s.stored_seqs("a1").unwrap(), [4]);
+        assert_eq!(s.prune_batches(now + 2 * HOUR_MS, keep).unwrap(), 0);
     }
 
     #[test]

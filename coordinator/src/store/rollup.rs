@@ -27,7 +27,7 @@ use prost::Message;
 use vantage_proto::histogram::{self, SparseCounts};
 use vantage_proto::v1::{self, Phase};
 
-use super::{ordered_ms, window_prefix, StoreError, StoredWindow};
+use super::{ordered_ms, unordered_ms, window_prefix, StoreError, StoredWindow};
 
 /// One hour, in milliseconds.
 pub const HOUR_MS: i64 = 3_600_000;
@@ -123,11 +123,6 @@ pub(crate) fn key(check: &str, start_ms: i64, region: &str) -> Vec<u8> {
     k.extend_from_slice(&ordered_ms(start_ms));
     k.extend_from_slice(region.as_bytes());
     k
-}
-
-/// Inverse of [`ordered_ms`].
-fn unordered_ms(b: [u8; 8]) -> i64 {
-    (u64::from_be_bytes(b) ^ (1 << 63)) as i64
 }
 
 /// An empty histogram that grows to what is merged into it (a
