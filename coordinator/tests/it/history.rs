@@ -70,12 +70,7 @@ async fn history_and_series_show_each_region_and_a_failing_one() {
         "500ms",
         "500ms",
     );
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "version = 1\n\n[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nwindow = \"1s\"\n\n{checks}"
-        ),
-    );
+    let config = write_config(dir.path(), &format!("{LOOPBACK_SERVER}\n{checks}"));
     target.fail("flaky", &["us"]);
     agent_bin();
     let (_coordinator, grpc, http) = start_coordinator(&config);
@@ -242,19 +237,21 @@ async fn raw_windows_past_retention_are_pruned_at_start_and_history_keeps_them()
     wait_unlocked(&data);
     let config = write_config(
         dir.path(),
-        "version = 1\n\n[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nwindow = \"1s\"\nraw_retention = \"25h\"\n\n[[check]]\nname = \"site\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = 9\nregions = [\"eu\"]\n",
+        &format!("{LOOPBACK_SERVER}raw_retention = \"25h\"\n\n[[check]]\nname = \"site\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = 9\nregions = [\"eu\"]\n"),
     );
     let log = dir.path().join("coordinator.log");
     let (mut coordinator, _grpc, http) = start_coordinator_with(&config, &[], Some(&log));
     let pruned = eventually(Duration::from_secs(20), || async {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         text.lines()
-            .find(|l| l.contains("removed raw windows and roll-ups past retention"))
+            .find(|l| l.contains("removed raw windows, batch markers and roll-ups past retention"))
             .map(str::to_owned)
     })
     .await
     .expect("no pruning log line within 20 s");
-    assert!(pruned.contains("windows=1"), "{pruned}");
+    assert!(pruned.contains("windows=1 "), "{pruned}");
+    // The agent's one batch marker is its last: kept.
+    assert!(pruned.contains("batch_markers=0"), "{pruned}");
     assert!(pruned.contains("raw_retention=25h"), "{pruned}");
 
     // History still counts the pruned window: 30 days holds both, the last
