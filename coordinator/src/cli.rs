@@ -66,6 +66,10 @@ enum Command {
         /// The summary window, e.g. 5m or 1h (at most 24h).
         #[arg(long, default_value = "5m")]
         window: String,
+        /// Print JSON for scripts instead of tables: the agents, and one
+        /// object per check and region.
+        #[arg(long)]
+        json: bool,
     },
     /// Distributed load runs through a running coordinator.
     Loadtest {
@@ -136,12 +140,13 @@ pub fn execute(cli: Cli) -> ExitCode {
             ca_file,
             token_file,
             window,
+            json,
         } => {
             let target = api_token(token_file.as_deref()).and_then(|token| {
                 ApiTarget::parse(&api, ca_file.as_deref()).map(|target| (token, target))
             });
             match target {
-                Ok((token, target)) => status(&api, &target, token.as_deref(), &window),
+                Ok((token, target)) => status(&api, &target, token.as_deref(), &window, json),
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::from(EXIT_ERROR)
@@ -510,7 +515,13 @@ fn loadtest_run(
 }
 
 /// `vantage-coordinator status`.
-fn status(api: &str, target: &ApiTarget, token: Option<&str>, window: &str) -> ExitCode {
+fn status(
+    api: &str,
+    target: &ApiTarget,
+    token: Option<&str>,
+    window: &str,
+    json: bool,
+) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -542,10 +553,15 @@ fn status(api: &str, target: &ApiTarget, token: Option<&str>, window: &str) -> E
             }
         }
         let now = vantage_coordinator::now_ms();
-        print!(
-            "{}",
-            vantage_coordinator::status::render(&bodies[0], &bodies[1], now)
-        );
+        if json {
+            let v = vantage_coordinator::status::json(&bodies[0], &bodies[1], now);
+            println!("{v:#}");
+        } else {
+            print!(
+                "{}",
+                vantage_coordinator::status::render(&bodies[0], &bodies[1], now)
+            );
+        }
         ExitCode::SUCCESS
     })
 }

@@ -148,58 +148,90 @@ pub fn render(agents: &Value, checks: &Value, now_ms: i64) -> String {
         "TLS DAYS".into(),
         "LAST ERROR".into(),
     ]];
-    let checks = checks["checks"].as_array().cloned().unwrap_or_default();
-    for c in &checks {
+    let text = |v: &Value| v.as_str().map_or("?".into(), clean);
+    for r in check_rows(checks) {
+        let l = &r["latency_ms"];
+        rows.push(vec![
+            text(&r["check"]),
+            text(&r["kind"]),
+            text(&r["region"]),
+            text(&r["state"]),
+            r["availability"]
+                .as_f64()
+                .map_or("-".into(), |a| format!("{a:.2}%")),
+            ms(&l["p50"]),
+            ms(&l["p95"]),
+            ms(&l["p99"]),
+            r["tls_days_left"]
+                .as_i64()
+                .map_or("-".into(), |d| d.to_string()),
+            r["last_error"]
+                .as_str()
+                .map_or("-".into(), |e| clean(e).chars().take(60).collect()),
+        ]);
+    }
+    if checks["checks"].as_array().is_none_or(Vec::is_empty) {
+        out.push_str("No checks configured.\n");
+    } else {
+        out.push_str(&table(&rows));
+    }
+    out
+}
+
+/// One row per check and region, from `/api/v1/checks`: every configured
+/// region, with data or not (`state` "no data"), then any other region
+/// that reported. Each row has `check`, `kind`, `region`, `state`,
+/// `availability` (percent), `attempts`, `successes`, `latency_ms`
+/// (`p50`, `p95`, `p99`), `tls_days_left` and `last_error`; absent
+/// figures are null.
+pub fn check_rows(checks: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for c in checks["checks"].as_array().into_iter().flatten() {
         let regions = c["regions"].as_array().cloned().unwrap_or_default();
-        let configured = c["regions_configured"]
+        let mut names: Vec<&str> = c["regions_configured"]
             .as_array()
-            .cloned()
-            .unwrap_or_default();
-        // Every configured region gets a row, with data or not.
-        let mut names: Vec<String> = configured
-            .iter()
-            .filter_map(|r| r.as_str().map(str::to_owned))
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
             .collect();
         for r in &regions {
             if let Some(name) = r["region"].as_str() {
-                if !names.iter().any(|n| n == name) {
-                    names.push(name.to_owned());
+                if !names.contains(&name) {
+                    names.push(name);
                 }
             }
         }
         for region in names {
             let s = regions
                 .iter()
-                .find(|r| r["region"] == region.as_str())
-                .cloned()
-                .unwrap_or(Value::Null);
+                .find(|r| r["region"] == region)
+                .unwrap_or(&Value::Null);
             let l = &s["latency_ms"];
-            rows.push(vec![
-                clean(c["name"].as_str().unwrap_or("?")),
-                clean(c["kind"].as_str().unwrap_or("?")),
-                clean(&region),
-                s["state"].as_str().map_or("no data".into(), clean),
-                s["availability"]
-                    .as_f64()
-                    .map_or("-".into(), |a| format!("{a:.2}%")),
-                ms(&l["p50"]),
-                ms(&l["p95"]),
-                ms(&l["p99"]),
-                s["tls"]["days_left"]
-                    .as_i64()
-                    .map_or("-".into(), |d| d.to_string()),
-                s["last_error"]
-                    .as_str()
-                    .map_or("-".into(), |e| clean(e).chars().take(60).collect()),
-            ]);
+            out.push(serde_json::json!({
+                "check": c["name"],
+                "kind": c["kind"],
+                "region": region,
+                "state": s["state"].as_str().unwrap_or("no data"),
+                "availability": s["availability"],
+                "attempts": s["attempts"].as_u64().unwrap_or(0),
+                "successes": s["successes"].as_u64().unwrap_or(0),
+                "latency_ms": { "p50": l["p50"], "p95": l["p95"], "p99": l["p99"] },
+                "tls_days_left": s["tls"]["days_left"],
+                "last_error": s["last_error"],
+            }));
         }
     }
-    if checks.is_empty() {
-        out.push_str("No checks configured.\n");
-    } else {
-        out.push_str(&table(&rows));
-    }
     out
+}
+
+/// `status --json`: the agents as `/api/v1/agents` lists them, and
+/// [`check_rows`], with the time it was taken.
+pub fn json(agents: &Value, checks: &Value, now_ms: i64) -> Value {
+    serde_json::json!({
+        "generated_unix_ms": now_ms,
+        "agents": agents["agents"].as_array().cloned().unwrap_or_default(),
+        "checks": check_rows(checks),
+    })
 }
 
 #[cfg(test)]

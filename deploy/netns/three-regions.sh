@@ -354,20 +354,21 @@ start_agents() {
   done
 }
 
-# From `status` output on stdin: "AGENTS UP ROWS", the regions with an
-# agent, the rows whose state is `up`, and all check rows.
+# From `status --json` on stdin: "AGENTS UP ROWS", the regions with an
+# agent, the check rows whose state is `up`, and all check rows ("0 0 0"
+# when it is not JSON: the coordinator is not answering yet).
 tally() {
-  awk -v regions="${REGIONS[*]}" '
-    /^AGENT / { part = "agents"; next }
-    /^CHECK / { part = "checks"; next }
-    /^$/ { part = ""; next }
-    part == "agents" { seen[$2] = 1 }
-    part == "checks" { rows++; if ($4 == "up") up++ }
-    END {
-      n = split(regions, want, " ")
-      for (i = 1; i <= n; i++) if (want[i] in seen) agents++
-      printf "%d %d %d\n", agents, up, rows
-    }'
+  python3 -c '
+import json, sys
+try:
+    fleet = json.load(sys.stdin)
+except ValueError:
+    fleet = {"agents": [], "checks": []}
+seen = {a.get("region") for a in fleet["agents"]}
+rows = fleet["checks"]
+up = sum(r["state"] == "up" for r in rows)
+print(sum(r in seen for r in sys.argv[1:]), up, len(rows))
+' "${REGIONS[@]}"
 }
 
 show_logs() {
@@ -378,30 +379,31 @@ show_logs() {
 }
 
 wait_steady() {
-  local want_rows=$((${#CHECKS[@]} * ${#REGIONS[@]})) start=$SECONDS out counts
+  local want_rows=$((${#CHECKS[@]} * ${#REGIONS[@]})) start=$SECONDS out counts window
   say "waiting up to ${WAIT}s for every region to report every check up"
   while true; do
     # Only windows since the agents started (and the one they started in,
     # windows being 2 s): a store kept from an earlier run holds results
     # that say nothing about this one.
-    out=$(status_cmd --window "$((SECONDS - start + 3))s" 2>&1) || true
+    window="$((SECONDS - start + 3))s"
+    out=$(status_cmd --json --window "$window" 2>/dev/null) || true
     read -r agents up rows <<<"$(tally <<<"$out")"
     counts="agents $agents/${#REGIONS[@]}, check rows up $up/$want_rows"
     if ((agents == ${#REGIONS[@]} && up == want_rows && rows == want_rows)); then
-      echo "$out"
+      status_cmd --window "$window"
       echo
       say "steady state $((SECONDS - start)) s after the agents started, $SECONDS s after \`up\` started ($counts)"
       return 0
     fi
     for p in coordinator "${REGIONS[@]/%/-1}" target; do
       alive "$p" || {
-        echo "$out"
+        status_cmd --window "$window" 2>&1 || true
         show_logs
         die "$p exited ($counts); logs above"
       }
     done
     if ((SECONDS - start >= WAIT)); then
-      echo "$out"
+      status_cmd --window "$window" 2>&1 || true
       echo
       show_logs
       die "no steady state within ${WAIT}s ($counts); logs above"

@@ -63,14 +63,7 @@ async fn a_live_scrape_passes_promtool_and_follows_the_probes() {
     let config = write_config(
         dir.path(),
         &format!(
-            r#"version = 1
-
-[server]
-grpc_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-data_dir = "data"
-window = "1s"
-
+            r#"{LOOPBACK_SERVER}
 [[check]]
 name = "site"
 kind = "http"
@@ -177,15 +170,7 @@ async fn status_prints_the_fleet_and_each_checks_state_per_region() {
     let config = write_config(
         dir.path(),
         &format!(
-            r#"version = 1
-
-[server]
-grpc_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-data_dir = "data"
-window = "1s"
-
-{}"#,
+            "{LOOPBACK_SERVER}\n{}",
             api.checks_toml(&["api".into()], &["eu", "us"], "1s", "900ms"),
         ),
     );
@@ -193,10 +178,11 @@ window = "1s"
     let (_coordinator, grpc, http) = start_coordinator(&config);
     let _eu = start_agent(grpc, "eu", "agent-eu");
     api.fail("api", &["eu"]);
-    let status = |token: Option<&'static str>| async move {
+    let status = |token: Option<&'static str>, extra: &'static [&'static str]| async move {
         tokio::task::spawn_blocking(move || {
             let mut cmd = Command::new(coordinator_bin());
             cmd.args(["status", "--api", &format!("http://{http}")]);
+            cmd.args(extra);
             match token {
                 Some(t) => cmd.env("VANTAGE_API_TOKEN", t),
                 None => cmd.env_remove("VANTAGE_API_TOKEN"),
@@ -207,7 +193,7 @@ window = "1s"
         .unwrap()
     };
     let out = eventually(Duration::from_secs(30), || async {
-        let out = status(Some(TEST_ADMIN_TOKEN)).await;
+        let out = status(Some(TEST_ADMIN_TOKEN), &[]).await;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         (out.status.success() && text.contains(" down ")).then_some(text)
     })
@@ -228,8 +214,34 @@ window = "1s"
         .unwrap();
     assert!(us.contains("no data"), "{out}");
 
+    // The same for scripts: --json.
+    let out = status(Some(TEST_ADMIN_TOKEN), &["--json"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    assert_eq!(v["agents"][0]["name"], "agent-eu", "{v:#}");
+    assert_eq!(v["agents"][0]["region"], "eu", "{v:#}");
+    let row = |region: &str| {
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["check"] == "api" && r["region"] == region)
+            .cloned()
+            .unwrap_or_else(|| panic!("no api/{region} row in {v:#}"))
+    };
+    let eu = row("eu");
+    assert_eq!(eu["state"], "down", "{v:#}");
+    assert_eq!(eu["availability"], 0.0, "{v:#}");
+    assert!(eu["attempts"].as_u64() > Some(0), "{v:#}");
+    assert_eq!(eu["successes"], 0, "{v:#}");
+    assert!(eu["last_error"].is_string(), "{v:#}");
+    let us = row("us");
+    assert_eq!(us["state"], "no data", "{v:#}");
+    assert!(us["latency_ms"]["p95"].is_null(), "{v:#}");
+    assert_eq!(v["checks"].as_array().unwrap().len(), 2, "{v:#}");
+
     // Without a token: a clear error and exit 2.
-    let out = status(None).await;
+    let out = status(None, &[]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("401"),
