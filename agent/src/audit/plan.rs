@@ -127,13 +127,7 @@ impl AuditPlan {
         let ca_file = opts.ca_file.clone();
         let mut skipped = Vec::new();
 
-        let aliases = if is_ip {
-            Vec::new()
-        } else if let Some(bare) = host.strip_prefix("www.") {
-            vec![bare.to_owned()]
-        } else {
-            vec![format!("www.{host}")]
-        };
+        let aliases = RedirectSpec::default_aliases(&url);
         let auth_required = if opts.protected.is_empty() {
             skipped.push(Skipped {
                 check: "auth_required",

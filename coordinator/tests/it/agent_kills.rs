@@ -61,12 +61,7 @@ async fn fifty_agent_kills_lose_only_the_window_in_memory() {
     let target = RegionTarget::start().await;
     let checks: Vec<String> = (0..CHECKS).map(|i| format!("c{i}")).collect();
     let check_toml = target.checks_toml(&checks, &["eu"], "1s", "500ms");
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "version = 1\n\n[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nwindow = \"1s\"\n\n{check_toml}"
-        ),
-    );
+    let config = write_config(dir.path(), &format!("{LOOPBACK_SERVER}\n{check_toml}"));
     agent_bin();
     let spool_dir = dir.path().join("spool");
     let (mut coordinator, grpc, http) = start_coordinator(&config);

@@ -90,14 +90,7 @@ async fn a_cors_check_is_down_with_the_finding_then_up_once_fixed() {
     let config = write_config(
         dir.path(),
         &format!(
-            r#"version = 1
-
-[server]
-grpc_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-data_dir = "data"
-window = "1s"
-
+            r#"{LOOPBACK_SERVER}
 [[check]]
 name = "api-cors"
 kind = "cors"

@@ -31,14 +31,7 @@ async fn the_dashboard_shows_regions_a_target_going_down_and_a_live_load_run() {
     let config = write_config(
         dir.path(),
         &format!(
-            r#"version = 1
-
-[server]
-grpc_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-data_dir = "data"
-window = "1s"
-
+            r#"{LOOPBACK_SERVER}
 [alerting]
 eval_interval = "15s"
 

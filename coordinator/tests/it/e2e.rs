@@ -29,14 +29,7 @@ async fn two_regions_report_percentiles_and_tls_days_then_follow_a_slowdown() {
     let config = write_config(
         dir.path(),
         &format!(
-            r#"version = 1
-
-[server]
-grpc_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-data_dir = "data"
-window = "1s"
-
+            r#"{LOOPBACK_SERVER}
 [[check]]
 name = "site"
 kind = "http"

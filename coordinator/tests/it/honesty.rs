@@ -61,14 +61,7 @@ async fn late_failures_are_marked_and_never_make_a_target_down() {
     let config = write_config(
         dir.path(),
         &format!(
-            r#"version = 1
-
-[server]
-grpc_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-data_dir = "data"
-window = "1s"
-
+            r#"{LOOPBACK_SERVER}
 [alerting]
 eval_interval = "1s"
 

@@ -100,14 +100,7 @@ async fn fleet(extra_config: &str) -> Fleet {
     let config = write_config(
         dir.path(),
         &format!(
-            r#"version = 1
-
-[server]
-grpc_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-data_dir = "data"
-window = "1s"
-
+            r#"{LOOPBACK_SERVER}
 [load]
 max_rate = 5000
 max_vus = 50

@@ -138,14 +138,7 @@ async fn runs_start_only_on_targets_that_publish_the_proof_checked_every_time() 
     let config = write_config(
         dir.path(),
         &format!(
-            r#"version = 1
-
-[server]
-grpc_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-data_dir = "data"
-window = "1s"
-
+            r#"{LOOPBACK_SERVER}
 [load]
 max_rate = 100
 max_vus = 5

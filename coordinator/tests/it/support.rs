@@ -709,6 +709,10 @@ where
     }
 }
 
+/// The top of a config whose listeners are on loopback ports the system
+/// picks, with 1 s windows; more `[server]` keys may follow.
+pub const LOOPBACK_SERVER: &str = "version = 1\n\n[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nwindow = \"1s\"\n";
+
 /// Writes `body` as `vantage.toml` in `dir`, with an `[[api.token]]` for
 /// [`TEST_ADMIN_TOKEN`] unless the body has its own `[api]`.
 pub fn write_config(dir: &Path, body: &str) -> PathBuf {

@@ -134,10 +134,6 @@ fn tcp_checks(names: &[&str], region: &str) -> String {
         .collect()
 }
 
-fn loopback_server() -> &'static str {
-    "version = 1\n\n[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nwindow = \"1s\"\n"
-}
-
 /// Windows stored for `check`, by region, according to the API.
 async fn stored_attempts(http: SocketAddr, check: &str) -> serde_json::Value {
     get_json(http, &format!("/api/v1/checks/{check}?window=1h")).await["regions"].clone()
@@ -210,7 +206,7 @@ fn unreadable_tls_files_are_named_at_startup() {
         dir.path(),
         &format!(
             "{}\n[server.tls]\ncert_file = \"missing.crt\"\nkey_file = \"missing.key\"\n",
-            loopback_server()
+            LOOPBACK_SERVER
         ),
     );
     let out = Command::new(coordinator_bin())
@@ -236,7 +232,7 @@ fn unreadable_tls_files_are_named_at_startup() {
         dir.path(),
         &format!(
             "{}\n[server.tls]\ncert_file = \"coordinator.crt\"\nkey_file = \"coordinator.key\"\n",
-            loopback_server()
+            LOOPBACK_SERVER
         ),
     );
     let out = Command::new(coordinator_bin())
@@ -262,7 +258,7 @@ async fn an_agent_over_tls_delivers_and_the_api_answers_only_over_tls() {
         dir.path(),
         &format!(
             "{}{}{}\n{}",
-            loopback_server(),
+            LOOPBACK_SERVER,
             tls_toml(dir.path(), &[]),
             agents_toml(&[("agent-tls", "eu")]),
             target.checks_toml(&checks, &["eu"], "1s", "500ms"),
@@ -331,7 +327,7 @@ fn agents_with_db_check(dir: &std::path::Path, agents: &[(&str, &str)]) -> std::
         dir,
         &format!(
             "{}{}{}",
-            loopback_server(),
+            LOOPBACK_SERVER,
             agents_toml(agents),
             tcp_checks(&["db"], "eu")
         ),
@@ -481,7 +477,7 @@ async fn results_for_a_check_not_assigned_to_the_agent_are_dropped_the_rest_stor
         dir.path(),
         &format!(
             "{}{}{}{}",
-            loopback_server(),
+            LOOPBACK_SERVER,
             agents_toml(&[("agent-a", "eu"), ("agent-b", "eu"), ("agent-c", "eu")]),
             tcp_checks(&eu_refs, "eu"),
             tcp_checks(&["us-only"], "us"),
@@ -604,7 +600,7 @@ async fn during_a_rotation_both_tokens_are_accepted() {
         dir.path(),
         &format!(
             "{}{}\n[[agent]]\nname = \"agent-r\"\nsha256 = \"{}\"\ntoken = {{ file = \"agent.token\" }}\n\n[[agent]]\nname = \"agent-s\"\nsha256 = [\"{}\", \"{}\"]\n",
-            loopback_server(),
+            LOOPBACK_SERVER,
             tcp_checks(&["db"], "eu"),
             sha256_hex(old),
             sha256_hex(old_s),
