@@ -13,9 +13,14 @@
 //! - `[[agent]]`: new agents may connect; a session whose agent entry was
 //!   removed, or whose token or pinned region no longer match it, is closed.
 //! - `[load]`: applies to runs started after the reload.
-//! - `[server]` and `[[channel]]` need a restart: a reload that changes them
-//!   applies everything else, keeps the running values for those tables,
-//!   and says so (log, [`ReloadStatus::restart_required`], `/metrics`).
+//! - `[[channel]]`: an added channel starts delivering, a removed one stops,
+//!   a changed one is handed over once its current send is done
+//!   ([`crate::alert::workers`]); notifications already queued keep their
+//!   place. A channel that cannot be built (an unreadable `ca_file`) rejects
+//!   the reload.
+//! - `[server]` needs a restart: a reload that changes it applies
+//!   everything else, keeps the running `[server]`, and says so (log,
+//!   [`ReloadStatus::restart_required`], `/metrics`).
 //!
 //! The file is polled every [`POLL_INTERVAL`]: its size and modification
 //! time, then its content's SHA-256, so an editor's save, an atomic rename
@@ -59,7 +64,7 @@ pub struct ReloadStatus {
     pub last_attempt_unix_ms: i64,
     /// The last failed attempt's errors, one per line; cleared by a success.
     pub last_error: Option<String>,
-    /// Tables whose changes wait for a restart: `server`, `channel`.
+    /// Tables whose changes wait for a restart: `server`.
     pub restart_required: Vec<&'static str>,
     /// Reloads applied.
     pub reloads_total: u64,
@@ -78,7 +83,7 @@ pub enum Outcome {
     Unchanged,
     /// Applied; these tables wait for a restart.
     Applied {
-        /// `server`, `channel`, or none.
+        /// `server`, or none.
         restart_required: Vec<&'static str>,
     },
     /// Rejected; the running config stays.
@@ -139,7 +144,16 @@ impl LiveConfig {
             }
         }
         let now = now_ms();
-        let mut new = match config::parse(text, path) {
+        let old = self.current();
+        let parsed = config::parse(text, path).and_then(|new| {
+            let errors = unbuildable_channels(&new, &old, path);
+            if errors.is_empty() {
+                Ok(new)
+            } else {
+                Err(ConfigErrors(errors))
+            }
+        });
+        let mut new = match parsed {
             Ok(c) => c,
             Err(errors) => {
                 let mut s = self.lock();
@@ -151,15 +165,10 @@ impl LiveConfig {
                 return Outcome::Rejected(errors);
             }
         };
-        let old = self.current();
         let mut restart_required = Vec::new();
         if new.server != old.server {
             new.server = old.server.clone();
             restart_required.push("server");
-        }
-        if new.channels != old.channels {
-            new.channels = old.channels.clone();
-            restart_required.push("channel");
         }
         {
             let mut s = self.lock();
@@ -175,6 +184,27 @@ impl LiveConfig {
         self.tx.send_replace(Arc::new(new));
         Outcome::Applied { restart_required }
     }
+}
+
+/// The channels of `new` that are not in `old` and cannot be built (an
+/// unreadable `ca_file`), one error each: a reload that would leave a
+/// channel without a worker is rejected.
+fn unbuildable_channels(new: &Config, old: &Config, path: &Path) -> Vec<config::ConfigError> {
+    new.channels
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !old.channels.contains(c))
+        .filter_map(|(i, c)| {
+            let message = crate::alert::build_channel(c).err()?;
+            Some(config::ConfigError {
+                origin: path.to_owned(),
+                line: 0,
+                column: 0,
+                path: format!("channel[{i}]"),
+                message,
+            })
+        })
+        .collect()
 }
 
 /// Size and modification time: a cheap "may have changed" test.

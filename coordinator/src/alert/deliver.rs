@@ -54,8 +54,8 @@ pub struct Worker {
     pub store: Arc<dyn AlertStore>,
     /// Woken when entries are queued for this channel.
     pub wake: Arc<Notify>,
-    /// Names and wakers of the other channels, for `channel_failed`.
-    pub others: Vec<(String, Arc<Notify>)>,
+    /// The running channels, told of a `channel_failed` notice.
+    pub wakers: Arc<super::workers::Wakers>,
     /// Longest time one send may take before the worker stops waiting.
     pub send_timeout: Duration,
     /// Where delivery outcomes are counted (`/metrics`).
@@ -180,15 +180,18 @@ impl Worker {
                 entry.state = EntryState::Failed;
                 entry.last_error = Some(reason.clone());
                 let meta = channel_failed(&name, self.channel.kind(), &entry, &reason);
-                let notify: Vec<(String, Notification)> = self
-                    .others
-                    .iter()
-                    .map(|(n, _)| (n.clone(), meta.clone()))
+                let others: Vec<String> = self
+                    .wakers
+                    .names()
+                    .into_iter()
+                    .filter(|n| *n != name)
                     .collect();
+                let notify: Vec<(String, Notification)> =
+                    others.iter().map(|n| (n.clone(), meta.clone())).collect();
                 self.blocking(move |s| s.fail_entry(&entry, &notify, now_ms()).map(|_| ()))
                     .await?;
-                for (_, w) in &self.others {
-                    w.notify_one();
+                for n in &others {
+                    self.wakers.wake(n);
                 }
                 Ok(())
             }

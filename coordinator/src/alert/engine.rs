@@ -18,15 +18,15 @@
 //! data were breaching; with too little data it stays as it is. A silent agent
 //! therefore raises `agent_down`, never a target alert.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::lifecycle::{self, AlertRecord, Condition, Policy, Verdict};
 use super::store::{AlertStore, KnownAgent, RecordChange};
+use super::workers::Wakers;
 use super::{Notification, NotificationKind, RegionValue, Severity};
 use crate::config::{CheckConfig, Config, RuleSpec};
 use crate::eval::{self, Merged};
@@ -52,7 +52,7 @@ pub struct Engine {
     alerts: Arc<dyn AlertStore>,
     fleet: Arc<Fleet>,
     /// Woken when a channel has new outbox entries.
-    wake: HashMap<String, Arc<Notify>>,
+    wakers: Arc<Wakers>,
     /// When this process started evaluating: agents remembered from before a
     /// restart count as last seen then.
     started_ms: i64,
@@ -67,20 +67,20 @@ enum RegionState {
 }
 
 impl Engine {
-    /// An engine; `wake` has one `Notify` per channel name.
+    /// An engine; `wakers` wakes the running channels' workers.
     pub fn new(
         live: Arc<LiveConfig>,
         store: Arc<dyn Store>,
         alerts: Arc<dyn AlertStore>,
         fleet: Arc<Fleet>,
-        wake: HashMap<String, Arc<Notify>>,
+        wakers: Arc<Wakers>,
     ) -> Self {
         Engine {
             live,
             store,
             alerts,
             fleet,
-            wake,
+            wakers,
             started_ms: now_ms(),
         }
     }
@@ -208,9 +208,7 @@ impl Engine {
         }
         let queued = self.alerts.commit(&changes, &notify, now_ms)?;
         for e in &queued {
-            if let Some(w) = self.wake.get(&e.channel) {
-                w.notify_one();
-            }
+            self.wakers.wake(&e.channel);
         }
         Ok(queued.len())
     }

@@ -12,14 +12,12 @@
 //! queue. A channel's error text must never contain a secret (webhook URLs
 //! and passwords are secrets): say what failed, not where to.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +33,7 @@ pub mod lifecycle;
 pub mod slack;
 pub mod store;
 pub mod webhook;
+pub mod workers;
 
 /// A boxed future, so channels can be called through `dyn Channel`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -256,73 +255,63 @@ pub struct EmailConfig {
     pub timeout: Duration,
 }
 
-/// Builds the configured channels. Fails on the first channel that cannot be
-/// built (an unreadable `ca_file`, a bad address), naming it.
-pub fn build_channels(configs: &[ChannelConfig]) -> anyhow::Result<Vec<Arc<dyn Channel>>> {
-    configs
-        .iter()
-        .map(|c| {
-            let name = c.name.clone();
-            let built: Result<Arc<dyn Channel>, String> = match &c.kind {
-                ChannelKind::Slack(s) => {
-                    slack::SlackChannel::new(name, s).map(|ch| Arc::new(ch) as _)
-                }
-                ChannelKind::Email(e) => {
-                    email::EmailChannel::new(name, e).map(|ch| Arc::new(ch) as _)
-                }
-                ChannelKind::Webhook(w) => {
-                    webhook::WebhookChannel::new(name, w).map(|ch| Arc::new(ch) as _)
-                }
-            };
-            built.map_err(|e| anyhow::anyhow!("channel {}: {e}", c.name))
-        })
-        .collect()
-}
-
-/// The timeout a channel was configured with.
-fn channel_timeout(configs: &[ChannelConfig], name: &str) -> Duration {
-    configs
-        .iter()
-        .find(|c| c.name == name)
-        .map_or(crate::config::DEFAULT_CHANNEL_TIMEOUT, |c| match &c.kind {
+impl ChannelConfig {
+    /// The timeout of one send.
+    pub fn timeout(&self) -> Duration {
+        match &self.kind {
             ChannelKind::Slack(s) => s.timeout,
             ChannelKind::Email(e) => e.timeout,
             ChannelKind::Webhook(w) => w.timeout,
-        })
+        }
+    }
 }
 
-/// Starts the evaluator and one delivery worker per channel; they stop when
-/// `stop` is cancelled.
+/// Builds one channel; the error names it (an unreadable `ca_file`, a bad
+/// address).
+pub fn build_channel(c: &ChannelConfig) -> Result<Arc<dyn Channel>, String> {
+    let name = c.name.clone();
+    let built: Result<Arc<dyn Channel>, String> = match &c.kind {
+        ChannelKind::Slack(s) => slack::SlackChannel::new(name, s).map(|ch| Arc::new(ch) as _),
+        ChannelKind::Email(e) => email::EmailChannel::new(name, e).map(|ch| Arc::new(ch) as _),
+        ChannelKind::Webhook(w) => {
+            webhook::WebhookChannel::new(name, w).map(|ch| Arc::new(ch) as _)
+        }
+    };
+    built.map_err(|e| format!("channel {}: {e}", c.name))
+}
+
+/// Builds the configured channels, paired with their settings. Fails on the
+/// first channel that cannot be built, naming it.
+pub fn build_channels(
+    configs: &[ChannelConfig],
+) -> anyhow::Result<Vec<(ChannelConfig, Arc<dyn Channel>)>> {
+    configs
+        .iter()
+        .map(|c| Ok((c.clone(), build_channel(c).map_err(anyhow::Error::msg)?)))
+        .collect()
+}
+
+/// Starts the evaluator and the delivery workers of `channels` (built from
+/// the running config), which follow config reloads; they stop when `stop`
+/// is cancelled.
 pub fn start(
     config: Arc<crate::reload::LiveConfig>,
     store: Arc<dyn crate::store::Store>,
     alerts: Arc<dyn store::AlertStore>,
     fleet: Arc<crate::fleet::Fleet>,
-    channels: Vec<Arc<dyn Channel>>,
+    channels: Vec<(ChannelConfig, Arc<dyn Channel>)>,
     stop: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
-    let wake: HashMap<String, Arc<Notify>> = channels
-        .iter()
-        .map(|c| (c.name().to_owned(), Arc::new(Notify::new())))
-        .collect();
-    let mut tasks = Vec::new();
-    for channel in channels {
-        let name = channel.name().to_owned();
-        let worker = deliver::Worker {
-            send_timeout: channel_timeout(&config.current().channels, &name),
-            store: Arc::clone(&alerts),
-            wake: Arc::clone(&wake[&name]),
-            others: wake
-                .iter()
-                .filter(|(n, _)| **n != name)
-                .map(|(n, w)| (n.clone(), Arc::clone(w)))
-                .collect(),
-            channel,
-            health: Arc::clone(fleet.health()),
-        };
-        tasks.push(tokio::spawn(worker.run(stop.clone())));
-    }
-    let engine = Arc::new(engine::Engine::new(config, store, alerts, fleet, wake));
-    tasks.push(tokio::spawn(engine.run(stop)));
-    tasks
+    let wakers = Arc::new(workers::Wakers::default());
+    let supervisor = workers::Supervisor::new(
+        Arc::clone(&config),
+        Arc::clone(&alerts),
+        Arc::clone(fleet.health()),
+        Arc::clone(&wakers),
+    );
+    let engine = Arc::new(engine::Engine::new(config, store, alerts, fleet, wakers));
+    vec![
+        tokio::spawn(supervisor.run(channels, stop.clone())),
+        tokio::spawn(engine.run(stop)),
+    ]
 }

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::slack_receiver::{Canned, Contract, SlackReceiver};
 use crate::support::*;
 
 const VIEWER_TOKEN: &str = "vantage-reload-viewer-token-5550123";
@@ -220,6 +221,186 @@ async fn edits_apply_without_dropping_sessions_and_bad_edits_are_rejected() {
         "the agent reconnected: {agents}"
     );
     assert_eq!(session_ends(&agent_log), 0);
+    terminate("agent", &mut agent, Duration::from_secs(20));
+    terminate("coordinator", &mut coordinator, Duration::from_secs(20));
+}
+
+/// The `[[api.token]]` table of [`TEST_ADMIN_TOKEN`].
+fn admin_token_toml() -> String {
+    format!(
+        "[[api.token]]\nname = \"test-admin\"\nrole = \"admin\"\nsha256 = \"{}\"\n",
+        sha256_hex(TEST_ADMIN_TOKEN)
+    )
+}
+
+/// `[[channel]]` edits apply without a restart. A webhook whose URL changes
+/// while its worker is in a send is handed over once that send is done: the
+/// notification arrives once, at the old URL, and is not sent again at the
+/// new one. The next notification goes to the new URL and to a Slack channel
+/// added by the same edit. An edit whose channel cannot be built is rejected
+/// naming it, and the running channels keep delivering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_edits_apply_live_and_a_send_in_flight_is_not_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = RegionTarget::start().await;
+    let old_hook = SlackReceiver::start_with(Contract::Json, None).await;
+    let new_hook = SlackReceiver::start_with(Contract::Json, None).await;
+    let slack = SlackReceiver::start().await;
+    // The old receiver holds the first notification 8 s (within the
+    // channel's 10 s timeout): the edit lands while it is being sent.
+    old_hook.script([Canned::Stall(Duration::from_secs(8))]);
+    let checks = target.checks_toml(&["web".into()], &["eu"], "1s", "900ms");
+    let text = |channels: &str| {
+        format!(
+            "{LOOPBACK_SERVER}\n[alerting]\neval_interval = \"1s\"\n\n{channels}{checks}{}",
+            admin_token_toml()
+        )
+    };
+    // URLs are secrets, so each is given as a file.
+    let secret = |url: String| {
+        let file = dir.path().join(format!("{}.url", &sha256_hex(&url)[..12]));
+        std::fs::write(&file, url).unwrap();
+        file.display().to_string()
+    };
+    let hook = |url: String| {
+        let file = secret(url);
+        format!(
+            "[[channel]]\nname = \"hook\"\nkind = \"webhook\"\nurl = {{ file = \"{file}\" }}\n\n"
+        )
+    };
+    let chat = |url: String, extra: &str| {
+        let file = secret(url);
+        format!("[[channel]]\nname = \"chat\"\nkind = \"slack\"\nwebhook_url = {{ file = \"{file}\" }}\n{extra}\n")
+    };
+    let path = dir.path().join("vantage.toml");
+    std::fs::write(&path, text(&hook(old_hook.url("/old")))).unwrap();
+    let log = dir.path().join("coordinator.log");
+    let (mut coordinator, grpc, http) = start_coordinator_with(&path, &[], Some(&log));
+    let mut agent = start_agent(grpc, "eu", "agent-eu");
+    let data = eventually(Duration::from_secs(30), || async {
+        (windows(http, "web").await > 0).then_some(())
+    })
+    .await;
+    assert!(data.is_some(), "check web never reported");
+
+    // 1. web goes down; the old receiver gets the firing notification and
+    // holds it.
+    target.fail("web", &["*"]);
+    let in_flight = eventually(Duration::from_secs(30), || async {
+        (old_hook.requests() >= 1).then_some(())
+    })
+    .await;
+    assert!(in_flight.is_some(), "no notification reached the old hook");
+
+    // 2. During that send: hook moves to the new URL, chat is added.
+    let slack_url = slack.url("/services/T1/B1/reload");
+    save(
+        &path,
+        &text(&format!(
+            "{}{}",
+            hook(new_hook.url("/new")),
+            chat(slack_url.clone(), "")
+        )),
+    );
+    let applied = eventually(Duration::from_secs(15), || async {
+        let s = reload_status(http).await;
+        (s["reload"]["generation"] == 2).then_some(s)
+    })
+    .await
+    .expect("the channel edit was not applied");
+    assert_eq!(applied["reload"]["last_ok"], true, "{applied}");
+    assert_eq!(
+        applied["reload"]["restart_required"],
+        serde_json::json!([]),
+        "{applied}"
+    );
+    assert!(
+        old_hook.messages().is_empty(),
+        "the edit was applied after the held send ended: the hand-over was not tested"
+    );
+    let firing = old_hook.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(firing[0].body["kind"], "firing", "{:?}", firing[0].body);
+    assert_eq!(firing[0].body["subject"], "web");
+
+    // 3. web recovers: the resolved notification goes to the new URL and
+    // to the added Slack channel.
+    target.fail("web", &[]);
+    let resolved = new_hook.wait_for(1, Duration::from_secs(60)).await;
+    assert_eq!(
+        resolved[0].body["kind"], "resolved",
+        "{:?}",
+        resolved[0].body
+    );
+    assert_eq!(resolved[0].path, "/new");
+    let posted = slack.wait_for(1, Duration::from_secs(30)).await;
+    assert!(
+        posted[0].body["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("web"),
+        "{:?}",
+        posted[0].body
+    );
+    // The firing was delivered once: not sent again by the new worker.
+    assert_eq!(old_hook.requests(), 1);
+    assert_eq!(new_hook.messages().len(), 1, "{:?}", new_hook.messages());
+    let alerts = get_json(http, "/api/v1/alerts").await;
+    let left: Vec<&serde_json::Value> = alerts["outbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["state"] != "failed")
+        .collect();
+    assert!(left.is_empty(), "still queued: {left:?}");
+    // The new worker started once the old one's send was done.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let line_of = |what: &str| {
+        logged
+            .lines()
+            .position(|l| l.contains(what) && l.contains("channel=hook"))
+            .unwrap_or_else(|| panic!("no {what:?} line for hook in\n{logged}"))
+    };
+    assert!(
+        line_of("notification delivered")
+            < line_of("channel (re)started with its reloaded settings"),
+        "{logged}"
+    );
+
+    // 4. A channel that cannot be built (https with a ca_file holding no
+    // certificate): rejected, naming it; both channels keep delivering.
+    let bad_ca = dir.path().join("bad-ca.pem");
+    std::fs::write(&bad_ca, "not a certificate\n").unwrap();
+    save(
+        &path,
+        &text(&format!(
+            "{}{}",
+            hook(new_hook.url("/new")),
+            chat(
+                format!(
+                    "https://localhost:{}/services/T1/B1/reload",
+                    slack.addr().port()
+                ),
+                &format!("ca_file = \"{}\"\n", bad_ca.display())
+            )
+        )),
+    );
+    let rejected = eventually(Duration::from_secs(15), || async {
+        let s = reload_status(http).await;
+        (s["reload"]["last_ok"] == false).then_some(s)
+    })
+    .await
+    .expect("the unbuildable channel was not rejected");
+    let error = rejected["reload"]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("channel[1]: channel chat:") && error.contains("ca_file"),
+        "{error}"
+    );
+    assert_eq!(rejected["reload"]["generation"], 2);
+    target.fail("web", &["*"]);
+    let again = new_hook.wait_for(2, Duration::from_secs(60)).await;
+    assert_eq!(again[1].body["kind"], "firing");
+    slack.wait_for(2, Duration::from_secs(30)).await;
+    assert_eq!(old_hook.requests(), 1);
     terminate("agent", &mut agent, Duration::from_secs(20));
     terminate("coordinator", &mut coordinator, Duration::from_secs(20));
 }
