@@ -158,7 +158,7 @@ mod tests {
         AgentEntry {
             name: name.into(),
             region: region.map(Into::into),
-            sha256: tokens.iter().map(|t| digest(t)).collect(),
+            sha256: tokens.iter().map(digest).collect(),
         }
     }
 

@@ -199,22 +199,27 @@ async fn serve(
     ))
     .max_decoding_message_size(vantage_proto::MAX_MESSAGE_BYTES)
     .max_encoding_message_size(vantage_proto::MAX_MESSAGE_BYTES);
-    let mut grpc_server = tonic::transport::Server::builder();
-    if let Some(tls) = &tls {
-        grpc_server = grpc_server
-            .tls_config(tls.grpc())
-            .context("server.tls: configuring gRPC TLS")?;
-    }
-    let grpc = tokio::spawn(
-        grpc_server
-            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-            .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
-                grpc_token.cancelled().await
-            }),
-    );
+    let grpc_router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .add_service(service);
+    let grpc_stop = async move { grpc_token.cancelled().await };
+    let grpc = match &tls {
+        // TLS from our own accept loop rather than tonic's, so a renewed
+        // certificate is served without a restart.
+        Some(tls) => tokio::spawn(grpc_router.serve_with_incoming_shutdown(
+            tls.grpc_incoming(grpc_listener, token.clone()),
+            grpc_stop,
+        )),
+        None => tokio::spawn(
+            grpc_router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_stop),
+        ),
+    };
+    let cert_watch = tls
+        .as_ref()
+        .map(|tls| tokio::spawn(tls::watch_files(Arc::clone(tls), token.clone())));
 
     let http_token = token.clone();
     let auth = api::auth::Auth::new(config.api.tokens.clone());
@@ -238,6 +243,7 @@ async fn serve(
         loadtests,
         auth,
         audit,
+        tls: tls.clone(),
     });
     let http = match tls {
         Some(tls) => tokio::spawn(async move {
@@ -273,6 +279,9 @@ async fn serve(
         let _ = retention.await;
         if let Some(r) = reloader {
             let _ = r.await;
+        }
+        if let Some(w) = cert_watch {
+            let _ = w.await;
         }
     })
     .await;

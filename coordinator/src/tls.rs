@@ -1,17 +1,25 @@
 //! TLS for both listeners (`[server.tls]`): the certificate and key are read
-//! once at startup, with errors that name the file; gRPC gets them through
-//! tonic's `ServerTlsConfig`, and the HTTP API through [`serve_https`], an
-//! accept loop of tokio-rustls plus hyper (`axum::serve` has no TLS).
+//! at startup, with errors that name the file, and again whenever either
+//! file changes ([`watch_files`]), so a renewed certificate (cert-manager,
+//! certbot) is served without a restart. Both listeners resolve the
+//! identity per handshake from one [`ServerTls`]: the HTTP API through
+//! [`serve_https`], an accept loop of tokio-rustls plus hyper (`axum::serve`
+//! has no TLS), and gRPC through [`ServerTls::grpc_incoming`], the same
+//! kind of loop feeding tonic finished TLS streams.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,18 +61,54 @@ pub enum TlsError {
     },
 }
 
-/// The loaded identity: PEM for tonic, a rustls acceptor for the HTTP API.
-#[derive(Clone)]
+/// How often the certificate and key files are looked at.
+pub const FILE_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The identity both listeners serve, replaced in place when its files
+/// change; every handshake takes the current one.
+#[derive(Debug)]
+struct LiveIdentity(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for LiveIdentity {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(
+            &self.0.read().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
+}
+
+/// The server's TLS: the files, the identity read from them, and one
+/// acceptor per listener (the API offers HTTP/2 and HTTP/1.1, gRPC only
+/// HTTP/2).
 pub struct ServerTls {
-    cert_pem: Vec<u8>,
-    key_pem: Vec<u8>,
-    acceptor: TlsAcceptor,
+    files: TlsFiles,
+    identity: Arc<LiveIdentity>,
+    https: TlsAcceptor,
+    grpc: TlsAcceptor,
+    status: Mutex<CertStatus>,
 }
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ServerTls([key redacted])")
     }
+}
+
+/// The served certificate and its reloads (`GET /api/v1/config`, `tls`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CertStatus {
+    /// SHA-256 (hex) of the leaf certificate being served.
+    pub cert_sha256: String,
+    /// When it was read, unix ms.
+    pub loaded_unix_ms: i64,
+    /// Certificates read again after a change of the files.
+    pub reloads_total: u64,
+    /// Why the files could not be used the last time they changed; the
+    /// previous certificate is still served. Cleared by a good read.
+    pub last_error: Option<String>,
+    /// Size and modification time of both files when last read.
+    #[serde(skip)]
+    stamp: Option<[(u64, SystemTime); 2]>,
 }
 
 /// Largest PEM file read: a chain of a few certificates is a few KiB.
@@ -89,8 +133,60 @@ fn read_pem(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, TlsErr
     Ok(bytes)
 }
 
+/// Size and modification time of the certificate and key files.
+fn stamp(files: &TlsFiles) -> Option<[(u64, SystemTime); 2]> {
+    let one = |p: &Path| {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.len(), m.modified().ok()?))
+    };
+    Some([one(&files.cert_file)?, one(&files.key_file)?])
+}
+
 /// Reads and checks `[server.tls]`.
-pub fn load(files: &TlsFiles) -> Result<ServerTls, TlsError> {
+pub fn load(files: &TlsFiles) -> Result<Arc<ServerTls>, TlsError> {
+    let stamp = stamp(files);
+    let certified = read_identity(files)?;
+    let status = CertStatus {
+        cert_sha256: leaf_sha256(&certified),
+        loaded_unix_ms: crate::now_ms(),
+        reloads_total: 0,
+        last_error: None,
+        stamp,
+    };
+    let identity = Arc::new(LiveIdentity(RwLock::new(Arc::new(certified))));
+    let acceptor = |alpn: &[&[u8]]| -> Result<TlsAcceptor, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Identity {
+                cert: files.cert_file.display().to_string(),
+                key: files.key_file.display().to_string(),
+                reason: e.to_string(),
+            })?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(&identity) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    };
+    Ok(Arc::new(ServerTls {
+        files: files.clone(),
+        https: acceptor(&[b"h2", b"http/1.1"])?,
+        grpc: acceptor(&[b"h2"])?,
+        identity,
+        status: Mutex::new(status),
+    }))
+}
+
+/// SHA-256 (hex) of the leaf certificate.
+fn leaf_sha256(k: &CertifiedKey) -> String {
+    k.cert
+        .first()
+        .map(|c| crate::api::auth::digest_hex(c.as_ref()))
+        .unwrap_or_default()
+}
+
+/// The certificate chain and key of `files`, checked to belong together.
+fn read_identity(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
     let cert_pem = read_pem("cert_file", &files.cert_file)?;
     let key_pem = read_pem("key_file", &files.key_file)?;
     let file_err = |key, path: &std::path::Path, reason: String| TlsError::File {
@@ -116,35 +212,117 @@ pub fn load(files: &TlsFiles) -> Result<ServerTls, TlsError> {
             "no usable PEM private key (PKCS#8, PKCS#1 or SEC1)".into(),
         )
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let identity_err = |reason: String| TlsError::Identity {
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(chain, key, &provider).map_err(|e| TlsError::Identity {
         cert: files.cert_file.display().to_string(),
         key: files.key_file.display().to_string(),
-        reason,
-    };
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| identity_err(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| identity_err(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(ServerTls {
-        cert_pem,
-        key_pem,
-        acceptor: TlsAcceptor::from(Arc::new(config)),
+        reason: e.to_string(),
     })
 }
 
 impl ServerTls {
-    /// The same identity for tonic's server.
-    pub fn grpc(&self) -> tonic::transport::ServerTlsConfig {
-        tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(
-                &self.cert_pem,
-                &self.key_pem,
-            ))
-            .timeout(HANDSHAKE_TIMEOUT)
+    /// The served certificate and its reloads.
+    pub fn status(&self) -> CertStatus {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CertStatus> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the files again if their size or modification time changed
+    /// since the last read, and serves what they hold if it is a valid
+    /// identity; otherwise keeps serving the current one and records why.
+    /// Blocks on the files; async callers use `spawn_blocking`.
+    pub fn reload_if_changed(&self) {
+        let now = stamp(&self.files);
+        if now.is_none() || now == self.lock().stamp {
+            return;
+        }
+        let read = read_identity(&self.files);
+        let mut s = self.lock();
+        s.stamp = now;
+        match read {
+            Ok(certified) => {
+                let sha = leaf_sha256(&certified);
+                *self.identity.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(certified);
+                s.last_error = None;
+                if sha != s.cert_sha256 {
+                    s.cert_sha256 = sha;
+                    s.loaded_unix_ms = crate::now_ms();
+                    s.reloads_total += 1;
+                    tracing::info!(cert_sha256 = %s.cert_sha256, cert_file = %self.files.cert_file.display(),
+                        "server certificate reloaded; new connections get it");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e,
+                    "server certificate files changed but cannot be used; still serving the previous certificate");
+                s.last_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// gRPC connections on `listener` as finished TLS streams, for tonic's
+    /// `serve_with_incoming`: each handshake runs in its own task with
+    /// [`HANDSHAKE_TIMEOUT`], so a silent client holds up no one. Ends on
+    /// `shutdown`.
+    pub fn grpc_incoming(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> tokio_stream::wrappers::ReceiverStream<
+        Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>,
+    > {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let acceptor = self.grpc.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "gRPC: accept failed");
+                            tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                            continue;
+                        }
+                    },
+                    _ = shutdown.cancelled() => break,
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send(Ok(stream)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "gRPC: TLS handshake failed");
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "gRPC: no TLS handshake within the timeout");
+                        }
+                    }
+                });
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+/// Reads the certificate and key again whenever they change, every
+/// [`FILE_POLL_INTERVAL`], until `stop`.
+pub async fn watch_files(tls: Arc<ServerTls>, stop: CancellationToken) {
+    let mut poll = tokio::time::interval(FILE_POLL_INTERVAL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = poll.tick() => {}
+        }
+        let tls = Arc::clone(&tls);
+        if let Err(e) = tokio::task::spawn_blocking(move || tls.reload_if_changed()).await {
+            tracing::warn!(error = %e, "certificate reload task failed");
+        }
     }
 }
 
@@ -155,7 +333,7 @@ impl ServerTls {
 /// finish their requests in flight, and this returns when all have.
 pub async fn serve_https(
     listener: TcpListener,
-    tls: ServerTls,
+    tls: Arc<ServerTls>,
     app: axum::Router,
     shutdown: CancellationToken,
 ) {
@@ -172,7 +350,7 @@ pub async fn serve_https(
             },
             _ = shutdown.cancelled() => break,
         };
-        let acceptor = tls.acceptor.clone();
+        let acceptor = tls.https.clone();
         let app = app.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {

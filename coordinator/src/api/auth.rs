@@ -77,18 +77,18 @@ impl std::fmt::Debug for ApiToken {
     }
 }
 
-/// SHA-256 of `token`.
-pub fn digest(token: &str) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+/// SHA-256 of `bytes` (a token's text, a certificate's DER).
+pub fn digest(bytes: impl AsRef<[u8]>) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes.as_ref());
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
 }
 
-/// [`digest`] of `text` as 64 lower-case hex digits, the form `sha256`
+/// [`digest`] of `bytes` as 64 lower-case hex digits, the form `sha256`
 /// config keys take.
-pub fn digest_hex(text: &str) -> String {
-    digest(text).iter().map(|b| format!("{b:02x}")).collect()
+pub fn digest_hex(bytes: impl AsRef<[u8]>) -> String {
+    digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Equal in time independent of where the inputs differ.

@@ -69,6 +69,8 @@ pub struct ApiState {
     pub auth: Arc<auth::Auth>,
     /// Who changed what.
     pub audit: Arc<dyn audit::AuditLog>,
+    /// The listeners' TLS, when `[server.tls]` is set.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 /// One route: method, path, handler, largest body accepted.
@@ -179,6 +181,7 @@ async fn config_status(State(st): State<ApiState>) -> Json<serde_json::Value> {
             "compatible_agents": b::compatible_series(),
         },
         "reload": st.config.status(),
+        "tls": st.tls.as_ref().map(|t| t.status()),
         "checks": st.config.current().checks.len(),
     }))
 }
@@ -315,7 +318,7 @@ async fn metrics_page(st: ApiState) -> Result<Response, ApiError> {
         (
             "vantage_config_restart_required",
             Kind::Gauge,
-            "1 when the config file changes tables a reload cannot apply ([server], [[channel]]).",
+            "1 when the config file changes a table a reload cannot apply ([server]).",
             f64::from(u8::from(!reload.restart_required.is_empty())),
         ),
     ];

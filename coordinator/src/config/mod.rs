@@ -222,7 +222,8 @@ pub struct ServerConfig {
 
 /// The `[server.tls]` table: PEM files, already joined to the config file's
 /// directory when relative. Read when the coordinator starts
-/// ([`crate::tls::load`]).
+/// ([`crate::tls::load`]) and again whenever they change
+/// ([`crate::tls::watch_files`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     /// `cert_file`: the certificate chain, leaf first.

@@ -476,8 +476,13 @@ pub fn is_tls(addr: SocketAddr) -> bool {
     !addr.ip().is_loopback() || TLS_ADDRS.lock().unwrap().contains(&addr)
 }
 
-/// A TLS client trusting only [`test_ca`].
+/// A TLS client trusting only [`test_ca`], offering HTTP/1.1 by ALPN.
 pub fn test_tls_connector() -> tokio_rustls::TlsConnector {
+    test_tls_connector_alpn(b"http/1.1")
+}
+
+/// A TLS client trusting only [`test_ca`], offering `alpn`.
+pub fn test_tls_connector_alpn(alpn: &[u8]) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(test_ca().ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
@@ -488,7 +493,7 @@ pub fn test_tls_connector() -> tokio_rustls::TlsConnector {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = vec![alpn.to_vec()];
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }
 
