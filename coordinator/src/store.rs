@@ -6,8 +6,8 @@
 //! - `windows`: key `check \0 start_ms(be) region \0 agent` → [`StoredWindow`];
 //!   ordered by check then time, so "the last five minutes of a check" is one
 //!   range scan.
-//! - `batches`: key `agent \0 seq(be)` → when it was stored (unix ms,
-//!   [`ordered_ms`]; empty in stores written before 0.1 pruned them); the
+//! - `batches`: key `agent \0 seq(be)` → when it was stored (unix ms in
+//!   `ordered_ms` form; empty in markers from before they carried it); the
 //!   idempotency set for `(agent, seq)` and the source of
 //!   `Welcome.last_stored_seq`. Pruned with the raw windows, except each
 //!   agent's last.
