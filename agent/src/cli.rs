@@ -59,6 +59,25 @@ enum Command {
         /// (besides the Mozilla roots).
         #[arg(long, env = "VANTAGE_CA_FILE", value_name = "PATH")]
         ca_file: Option<std::path::PathBuf>,
+        /// Client certificate (PEM, leaf first) for a coordinator that
+        /// authenticates agents by certificate (its server.tls.client_ca_file);
+        /// it must name this agent in a DNS subject alternative name. Needs
+        /// --key-file and an https:// coordinator; no token is needed then.
+        #[arg(
+            long,
+            env = "VANTAGE_CERT_FILE",
+            value_name = "PATH",
+            requires = "key_file"
+        )]
+        cert_file: Option<std::path::PathBuf>,
+        /// The private key (PEM) of --cert-file.
+        #[arg(
+            long,
+            env = "VANTAGE_KEY_FILE",
+            value_name = "PATH",
+            requires = "cert_file"
+        )]
+        key_file: Option<std::path::PathBuf>,
         /// Agent name, unique in the fleet (default: the host name).
         #[arg(long, env = "VANTAGE_AGENT_NAME")]
         name: Option<String>,
@@ -192,6 +211,31 @@ enum Command {
     },
 }
 
+/// The client certificate of `--cert-file`/`--key-file` (clap makes them
+/// come together): only over https://, and both files readable now, so a
+/// typo stops the start instead of failing every connection.
+fn client_cert(
+    coordinator: &str,
+    cert_file: Option<std::path::PathBuf>,
+    key_file: Option<std::path::PathBuf>,
+) -> Result<Option<vantage_agent::ClientCert>, String> {
+    let (Some(cert_file), Some(key_file)) = (cert_file, key_file) else {
+        return Ok(None);
+    };
+    if !coordinator.starts_with("https://") {
+        return Err(format!(
+            "--cert-file needs an https:// coordinator, not {coordinator}"
+        ));
+    }
+    for (flag, path) in [("--cert-file", &cert_file), ("--key-file", &key_file)] {
+        std::fs::File::open(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+    }
+    Ok(Some(vantage_agent::ClientCert {
+        cert_file,
+        key_file,
+    }))
+}
+
 /// The agent's token: from `file`, else from `VANTAGE_AGENT_TOKEN`, else
 /// none (a coordinator with open enrollment on loopback).
 fn agent_token(
@@ -234,6 +278,8 @@ pub fn execute(cli: Cli) -> ExitCode {
             region,
             token_file,
             ca_file,
+            cert_file,
+            key_file,
             name,
             max_concurrent_probes,
             spool_dir,
@@ -268,12 +314,21 @@ pub fn execute(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_ERROR);
                 }
             };
+            let client_cert = match client_cert(&coordinator, cert_file, key_file) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    rt.shutdown_background();
+                    return ExitCode::from(EXIT_ERROR);
+                }
+            };
             let mut opts = AgentOptions::new(Identity {
                 coordinator,
                 name,
                 region,
                 token,
                 ca_file,
+                client_cert,
             });
             opts.max_concurrent_probes = max_concurrent_probes;
             opts.spool_dir = Some(spool_dir);

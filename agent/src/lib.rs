@@ -30,7 +30,7 @@ pub mod scheduler;
 pub mod session;
 pub mod spool;
 
-pub use session::{AgentToken, Identity};
+pub use session::{AgentToken, ClientCert, Identity};
 
 /// Window length used until the coordinator's `Welcome` says otherwise.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);

@@ -69,6 +69,19 @@ pub struct Identity {
     /// Extra trust anchors (PEM) for an `https://` coordinator, besides
     /// the webpki roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate and its key (PEM files) presented to an
+    /// `https://` coordinator that authenticates agents by certificate
+    /// (mTLS); read at each connection, so a renewed pair is picked up.
+    pub client_cert: Option<ClientCert>,
+}
+
+/// The files of an agent's client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// The leaf's private key.
+    pub key_file: std::path::PathBuf,
 }
 
 /// The agent's token. `Debug` and `Display` never show it.
@@ -222,7 +235,7 @@ pub async fn run(
                 let wait = if let SessionError::Refused(_) = e {
                     let wait = REFUSED_BACKOFF.max(backoff(attempt));
                     tracing::error!(error = %e, agent = %id.name, region = %id.region, retry_in = ?wait,
-                        "THE COORDINATOR REFUSED THIS AGENT: check its token (--token-file or VANTAGE_AGENT_TOKEN), name and region against the coordinator's [[agent]] entry");
+                        "THE COORDINATOR REFUSED THIS AGENT: check its token (--token-file or VANTAGE_AGENT_TOKEN) or client certificate (--cert-file), name and region against the coordinator's [[agent]] entry");
                     wait
                 } else {
                     let wait = backoff(attempt);
@@ -300,6 +313,17 @@ async fn session(
             let pem = std::fs::read(path)
                 .map_err(|e| SessionError::Connect(format!("--ca-file {}: {e}", path.display())))?;
             tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        if let Some(c) = &id.client_cert {
+            let read = |flag: &str, path: &std::path::Path| {
+                std::fs::read(path)
+                    .map_err(|e| SessionError::Connect(format!("{flag} {}: {e}", path.display())))
+            };
+            let (cert, key) = (
+                read("--cert-file", &c.cert_file)?,
+                read("--key-file", &c.key_file)?,
+            );
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
         }
         endpoint = endpoint
             .tls_config(tls)

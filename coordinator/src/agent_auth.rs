@@ -8,6 +8,12 @@
 //! must say the same name (and the pinned region), and everything later in
 //! the session is bound to that identity by the session itself.
 //!
+//! With `server.tls.client_ca_file`, an agent may instead present a client
+//! certificate issued by that CA (mTLS). The handshake proves the
+//! certificate; the identity is bound here: the `Hello` name must be one of
+//! the certificate's DNS subject alternative names and have an `[[agent]]`
+//! entry (which then needs no token). A token, when sent, takes precedence.
+//!
 //! Tokens are kept only as digests and compared in constant time against
 //! every configured digest, so neither the time taken nor the error says
 //! which entry was close. With no `[[agent]]` entries any agent may connect
@@ -44,11 +50,34 @@ impl std::fmt::Debug for AgentEntry {
     }
 }
 
+/// What a session presented to prove who it is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// Nothing: accepted under open enrollment only.
+    None,
+    /// A bearer token, as its SHA-256.
+    Token([u8; 32]),
+    /// A client certificate that verified against `server.tls.client_ca_file`:
+    /// its DNS subject alternative names.
+    Certificate(Vec<String>),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::None => f.write_str("None"),
+            Credential::Token(_) => f.write_str("Token([digest])"),
+            Credential::Certificate(names) => f.debug_tuple("Certificate").field(names).finish(),
+        }
+    }
+}
+
 /// Why a session was refused before anything was stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AgentAuthError {
-    /// No token, a malformed header, or a token no entry has.
-    #[error("a valid agent token is required: authorization: Bearer TOKEN (vantage-agent --token-file or VANTAGE_AGENT_TOKEN)")]
+    /// No token or client certificate, a malformed header, or a token or
+    /// certificate no entry has.
+    #[error("a valid agent token is required: authorization: Bearer TOKEN (vantage-agent --token-file or VANTAGE_AGENT_TOKEN), or a client certificate naming the agent when the coordinator has server.tls.client_ca_file (vantage-agent --cert-file/--key-file)")]
     Unauthenticated,
     /// The token is valid, but for another name or region than `Hello` says.
     #[error("{0}")]
@@ -83,60 +112,93 @@ impl AgentAuth {
         self.entries.is_empty()
     }
 
-    /// The entry whose token is in `metadata`'s `authorization`, or `None`
-    /// under open enrollment.
+    /// What the session proves before its `Hello`: the token in
+    /// `metadata`'s `authorization` if there is one, else the verified
+    /// client certificate's names (`cert_names`). Refused when that names no
+    /// entry; under open enrollment anything goes.
     pub fn authenticate(
         &self,
         metadata: &MetadataMap,
-    ) -> Result<Option<&AgentEntry>, AgentAuthError> {
+        cert_names: Option<&[String]>,
+    ) -> Result<Credential, AgentAuthError> {
         if self.is_open() {
-            return Ok(None);
+            return Ok(Credential::None);
         }
-        let d = presented_digest(metadata).ok_or(AgentAuthError::Unauthenticated)?;
-        // Every digest is compared, whichever matches.
+        if let Some(d) = presented_digest(metadata) {
+            return match self.entry_of_token(&d) {
+                Some(_) => Ok(Credential::Token(d)),
+                None => Err(AgentAuthError::Unauthenticated),
+            };
+        }
+        match cert_names {
+            Some(names) if self.entries.iter().any(|e| names.contains(&e.name)) => {
+                Ok(Credential::Certificate(names.to_vec()))
+            }
+            _ => Err(AgentAuthError::Unauthenticated),
+        }
+    }
+
+    /// The entry holding the token digest `d`. Every digest is compared,
+    /// whichever matches.
+    fn entry_of_token(&self, d: &[u8; 32]) -> Option<&AgentEntry> {
         let mut found = None;
         for entry in &self.entries {
             for known in &entry.sha256 {
-                if ct_eq(known, &d) {
+                if ct_eq(known, d) {
                     found = Some(entry);
                 }
             }
         }
-        found.map(Some).ok_or(AgentAuthError::Unauthenticated)
+        found
     }
 
-    /// Whether a session that authenticated with the token digest
-    /// `presented` as `agent` in `region` would still be admitted: after a
-    /// config reload, sessions that would not are closed.
-    pub fn admits(&self, agent: &str, region: &str, presented: Option<&[u8; 32]>) -> bool {
-        if self.is_open() {
-            return true;
-        }
-        let Some(d) = presented else {
-            return false;
-        };
-        self.entries.iter().any(|e| {
-            e.sha256.iter().any(|known| ct_eq(known, d))
-                && Self::authorize(Some(e), agent, region).is_ok()
-        })
+    /// Whether a session that proved `credential` would still be admitted
+    /// as `agent` in `region`: after a config reload, sessions that would
+    /// not are closed.
+    pub fn admits(&self, agent: &str, region: &str, credential: &Credential) -> bool {
+        self.authorize(credential, agent, region).is_ok()
     }
 
-    /// Whether `hello`'s name and region fit `entry` (the token's owner).
+    /// The entry `credential` admits as `hello`'s name and region (`None`
+    /// under open enrollment), or why not.
     pub fn authorize(
-        entry: Option<&AgentEntry>,
+        &self,
+        credential: &Credential,
         agent: &str,
         region: &str,
-    ) -> Result<(), AgentAuthError> {
-        let Some(entry) = entry else {
-            return Ok(());
-        };
-        if entry.name != agent {
-            return Err(AgentAuthError::Forbidden(format!(
-                "this token belongs to agent {:?}, not {:?}: an agent may only speak for itself",
-                entry.name,
-                agent.chars().take(70).collect::<String>()
-            )));
+    ) -> Result<Option<&AgentEntry>, AgentAuthError> {
+        if self.is_open() {
+            return Ok(None);
         }
+        let shown = || agent.chars().take(70).collect::<String>();
+        let entry = match credential {
+            Credential::None => return Err(AgentAuthError::Unauthenticated),
+            Credential::Token(d) => {
+                let entry = self
+                    .entry_of_token(d)
+                    .ok_or(AgentAuthError::Unauthenticated)?;
+                if entry.name != agent {
+                    return Err(AgentAuthError::Forbidden(format!(
+                        "this token belongs to agent {:?}, not {:?}: an agent may only speak for itself",
+                        entry.name,
+                        shown()
+                    )));
+                }
+                entry
+            }
+            Credential::Certificate(names) => {
+                if !names.iter().any(|n| n == agent) {
+                    return Err(AgentAuthError::Forbidden(format!(
+                        "this client certificate names {names:?}, not {:?}: an agent may only speak for itself",
+                        shown()
+                    )));
+                }
+                self.entries
+                    .iter()
+                    .find(|e| e.name == agent)
+                    .ok_or(AgentAuthError::Unauthenticated)?
+            }
+        };
         if let Some(pinned) = &entry.region {
             if pinned != region {
                 return Err(AgentAuthError::Forbidden(format!(
@@ -146,7 +208,7 @@ impl AgentAuth {
                 )));
             }
         }
-        Ok(())
+        Ok(Some(entry))
     }
 }
 
@@ -175,20 +237,31 @@ mod tests {
             entry("us-1", None, &["us"]),
         ]);
         for (token, name) in [("old-eu", "eu-1"), ("new-eu", "eu-1"), ("us", "us-1")] {
-            let got = auth
-                .authenticate(&bearer(&format!("Bearer {token}")))
+            let cred = auth
+                .authenticate(&bearer(&format!("Bearer {token}")), None)
                 .unwrap();
+            assert_eq!(cred, Credential::Token(digest(token)));
+            let region = if name == "eu-1" { "eu" } else { "us" };
+            let got = auth.authorize(&cred, name, region).unwrap();
             assert_eq!(got.unwrap().name, name);
         }
         for bad in ["Bearer nope", "Bearer ", "old-eu", "Basic b2xkLWV1"] {
             assert_eq!(
-                auth.authenticate(&bearer(bad)).unwrap_err(),
+                auth.authenticate(&bearer(bad), None).unwrap_err(),
                 AgentAuthError::Unauthenticated,
                 "{bad}"
             );
         }
         assert_eq!(
-            auth.authenticate(&MetadataMap::new()).unwrap_err(),
+            auth.authenticate(&MetadataMap::new(), None).unwrap_err(),
+            AgentAuthError::Unauthenticated
+        );
+        // A wrong token is refused even with a good certificate: the token,
+        // when sent, decides.
+        let names = ["eu-1".to_owned()];
+        assert_eq!(
+            auth.authenticate(&bearer("Bearer nope"), Some(&names))
+                .unwrap_err(),
             AgentAuthError::Unauthenticated
         );
     }
@@ -196,20 +269,78 @@ mod tests {
     #[test]
     fn open_enrollment_needs_no_token() {
         let auth = AgentAuth::new(Vec::new());
-        assert!(auth.authenticate(&MetadataMap::new()).unwrap().is_none());
-        assert!(AgentAuth::authorize(None, "anyone", "anywhere").is_ok());
+        let cred = auth.authenticate(&MetadataMap::new(), None).unwrap();
+        assert_eq!(cred, Credential::None);
+        assert!(auth
+            .authorize(&cred, "anyone", "anywhere")
+            .unwrap()
+            .is_none());
     }
 
     #[test]
     fn hello_must_match_the_tokens_name_and_pinned_region() {
-        let e = entry("eu-1", Some("eu"), &["t"]);
-        assert!(AgentAuth::authorize(Some(&e), "eu-1", "eu").is_ok());
-        let other = AgentAuth::authorize(Some(&e), "us-1", "eu").unwrap_err();
+        let auth = AgentAuth::new(vec![
+            entry("eu-1", Some("eu"), &["t"]),
+            entry("x", None, &["u"]),
+        ]);
+        let t = Credential::Token(digest("t"));
+        assert!(auth.authorize(&t, "eu-1", "eu").is_ok());
+        let other = auth.authorize(&t, "us-1", "eu").unwrap_err();
         assert!(matches!(other, AgentAuthError::Forbidden(m) if m.contains("not \"us-1\"")));
-        let moved = AgentAuth::authorize(Some(&e), "eu-1", "us").unwrap_err();
+        let moved = auth.authorize(&t, "eu-1", "us").unwrap_err();
         assert!(matches!(moved, AgentAuthError::Forbidden(m) if m.contains("pinned")));
-        let free = entry("x", None, &["t"]);
-        assert!(AgentAuth::authorize(Some(&free), "x", "anywhere").is_ok());
+        assert!(auth
+            .authorize(&Credential::Token(digest("u")), "x", "anywhere")
+            .is_ok());
+        // A token no entry holds any more (a reload removed it).
+        assert!(!auth.admits("eu-1", "eu", &Credential::Token(digest("gone"))));
+        assert!(!auth.admits("eu-1", "eu", &Credential::None));
+    }
+
+    #[test]
+    fn a_client_certificate_admits_only_the_agents_it_names() {
+        // eu-2 has no token: certificate only.
+        let auth = AgentAuth::new(vec![
+            entry("eu-1", Some("eu"), &["t"]),
+            AgentEntry {
+                name: "eu-2".into(),
+                region: Some("eu".into()),
+                sha256: Vec::new(),
+            },
+        ]);
+        let names = vec!["eu-2".to_owned(), "eu-2.agents.example".to_owned()];
+        let cred = auth
+            .authenticate(&MetadataMap::new(), Some(&names))
+            .unwrap();
+        assert_eq!(cred, Credential::Certificate(names.clone()));
+        assert_eq!(
+            auth.authorize(&cred, "eu-2", "eu").unwrap().unwrap().name,
+            "eu-2"
+        );
+        // Another agent's name, even one with an entry: refused.
+        let other = auth.authorize(&cred, "eu-1", "eu").unwrap_err();
+        assert!(
+            matches!(&other, AgentAuthError::Forbidden(m) if m.contains("client certificate names")),
+            "{other:?}"
+        );
+        let moved = auth.authorize(&cred, "eu-2", "us").unwrap_err();
+        assert!(matches!(moved, AgentAuthError::Forbidden(m) if m.contains("pinned")));
+        // A certificate naming no configured agent, or none at all.
+        let stranger = ["db-7".to_owned()];
+        assert_eq!(
+            auth.authenticate(&MetadataMap::new(), Some(&stranger))
+                .unwrap_err(),
+            AgentAuthError::Unauthenticated
+        );
+        assert_eq!(
+            auth.authenticate(&MetadataMap::new(), Some(&[]))
+                .unwrap_err(),
+            AgentAuthError::Unauthenticated
+        );
+        // Its entry removed by a reload: no longer admitted.
+        let after = AgentAuth::new(vec![entry("eu-1", Some("eu"), &["t"])]);
+        assert!(!after.admits("eu-2", "eu", &cred));
+        assert!(format!("{:?}", Credential::Token(digest("t"))).contains("[digest]"));
     }
 
     #[test]

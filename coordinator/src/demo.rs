@@ -123,6 +123,7 @@ pub async fn run(
         // The demo listens on loopback with open enrollment.
         token: None,
         ca_file: None,
+        client_cert: None,
     });
     agent_opts.spool_dir = Some(spool_dir);
     // The demo probes its own target on loopback, which the agent's egress

@@ -40,7 +40,7 @@ use vantage_proto::v1::{
 };
 use vantage_proto::{histogram, is_valid_name};
 
-use crate::agent_auth::{AgentAuth, AgentAuthError};
+use crate::agent_auth::{AgentAuth, AgentAuthError, Credential};
 use crate::config::Config;
 use crate::now_ms;
 use crate::reload::LiveConfig;
@@ -149,9 +149,9 @@ struct Session {
     id: u64,
     info: AgentInfo,
     capabilities: Vec<ProbeKind>,
-    /// SHA-256 of the token the session authenticated with, to re-check
-    /// it against a reloaded config.
-    token_sha256: Option<[u8; 32]>,
+    /// What the session authenticated with, to re-check it against a
+    /// reloaded config.
+    credential: Credential,
     tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
 }
 
@@ -285,7 +285,7 @@ impl Fleet {
                 if !regions.contains(&s.info.region) {
                     regions.push(s.info.region.clone());
                 }
-                if auth.admits(name, &s.info.region, s.token_sha256.as_ref()) {
+                if auth.admits(name, &s.info.region, &s.credential) {
                     return true;
                 }
                 let _ = s.tx.try_send(Err(Status::permission_denied(
@@ -950,11 +950,14 @@ impl v1::fleet_server::Fleet for FleetService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        // The token first: without a valid one, not even Hello is read.
+        // The token (or client certificate) first: without a valid one, not
+        // even Hello is read.
         let auth = self.fleet.auth();
-        let token_sha256 = crate::agent_auth::presented_digest(request.metadata());
-        let entry = match auth.authenticate(request.metadata()) {
-            Ok(entry) => entry.cloned(),
+        let cert_names = request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|leaf| crate::tls::dns_names(leaf)));
+        let credential = match auth.authenticate(request.metadata(), cert_names.as_deref()) {
+            Ok(c) => c,
             Err(e) => {
                 let peer = request.remote_addr();
                 let limited = peer.and_then(|p| {
@@ -986,10 +989,10 @@ impl v1::fleet_server::Fleet for FleetService {
             }
         };
         let capabilities = Fleet::validate_hello(&hello)?;
-        if let Err(e) = AgentAuth::authorize(entry.as_ref(), &hello.agent, &hello.region) {
-            tracing::warn!(token_of = entry.as_ref().map_or("", |e| e.name.as_str()),
+        if let Err(e) = auth.authorize(&credential, &hello.agent, &hello.region) {
+            tracing::warn!(credential = ?credential,
                 hello_agent = %hello.agent, hello_region = %hello.region, error = %e,
-                "agent session refused: identity does not match the token");
+                "agent session refused: identity does not match the token or certificate");
             return Err(FleetError::from(e).into());
         }
         let version_compatible = match vantage_proto::build_info::compatibility(&hello.version) {
@@ -1050,7 +1053,7 @@ impl v1::fleet_server::Fleet for FleetService {
                     ingest: IngestCounts::default(),
                 },
                 capabilities,
-                token_sha256,
+                credential,
                 tx: tx.clone(),
             },
         );

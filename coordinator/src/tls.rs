@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -154,27 +155,91 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerTls>, TlsError> {
         stamp,
     };
     let identity = Arc::new(LiveIdentity(RwLock::new(Arc::new(certified))));
-    let acceptor = |alpn: &[&[u8]]| -> Result<TlsAcceptor, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let agents_ca = match &files.client_ca_file {
+        Some(path) => Some(client_verifier(path, &provider)?),
+        None => None,
+    };
+    let acceptor = |alpn: &[&[u8]], clients: Option<Arc<dyn ClientCertVerifier>>| {
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Identity {
                 cert: files.cert_file.display().to_string(),
                 key: files.key_file.display().to_string(),
                 reason: e.to_string(),
-            })?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::clone(&identity) as Arc<dyn ResolvesServerCert>);
+            })?;
+        let builder = match clients {
+            Some(v) => builder.with_client_cert_verifier(v),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config =
+            builder.with_cert_resolver(Arc::clone(&identity) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Ok(TlsAcceptor::from(Arc::new(config)))
+        Ok::<_, TlsError>(TlsAcceptor::from(Arc::new(config)))
     };
     Ok(Arc::new(ServerTls {
         files: files.clone(),
-        https: acceptor(&[b"h2", b"http/1.1"])?,
-        grpc: acceptor(&[b"h2"])?,
+        https: acceptor(&[b"h2", b"http/1.1"], None)?,
+        // Agents may present a client certificate; one is not required
+        // (a token will do), but one that is presented must verify.
+        grpc: acceptor(&[b"h2"], agents_ca)?,
         identity,
         status: Mutex::new(status),
     }))
+}
+
+/// The verifier of agents' client certificates: issued by a CA in `path`.
+/// A client without a certificate is let through to token authentication.
+fn client_verifier(
+    path: &Path,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let err = |reason: String| TlsError::File {
+        key: "client_ca_file",
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = read_pem("client_ca_file", path)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| err(format!("bad PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| err(format!("not a CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(err(
+            "no CERTIFICATE block: give the PEM of the CA that issues agent certificates".into(),
+        ));
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(provider),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| err(e.to_string()))
+}
+
+/// The DNS subject alternative names of a client certificate that the
+/// handshake verified: the agent names it may speak for. None when it
+/// does not parse (the handshake would not have accepted it).
+pub fn dns_names(leaf: &CertificateDer<'_>) -> Vec<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(leaf.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some((*d).to_owned()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// SHA-256 (hex) of the leaf certificate.

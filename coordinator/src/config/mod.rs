@@ -230,6 +230,11 @@ pub struct TlsFiles {
     pub cert_file: PathBuf,
     /// `key_file`: the leaf's private key.
     pub key_file: PathBuf,
+    /// `client_ca_file`: CA certificates (PEM) whose client certificates
+    /// authenticate agents on the gRPC listener (mTLS); an agent's
+    /// certificate names it in a DNS subject alternative name. Tokens work
+    /// as well.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -502,10 +507,12 @@ fn read_tls(
     };
     let cert_file = r.required(cx, "cert_file", path);
     let key_file = r.required(cx, "key_file", path);
+    let client_ca_file = r.optional(cx, "client_ca_file", path);
     r.finish(cx);
     Some(TlsFiles {
         cert_file: cert_file.ok()?,
         key_file: key_file.ok()?,
+        client_ca_file: client_ca_file.ok()?,
     })
 }
 
@@ -578,16 +585,21 @@ fn read_agents(
             }
         });
         let secret = t.optional(cx, "token", |cx, f| alerting::secret(cx, f, base_dir));
+        // With client certificates on, an agent may have no token.
+        let mtls = server
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_file.is_some());
         let digests = match (hashed, secret) {
             (Ok(hashes), Ok(token)) => {
                 let mut d = hashes.unwrap_or_default();
                 d.extend(token.map(|s| crate::api::auth::digest(s.expose())));
-                if d.is_empty() || d.len() > MAX_TOKENS_PER_AGENT {
+                if (d.is_empty() && !mtls) || d.len() > MAX_TOKENS_PER_AGENT {
                     let at = t.header().clone();
                     cx.error(
                         &at,
                         &t.key_path("sha256"),
-                        "give one or two tokens in all: sha256 = \"HEX\" (or [\"HEX\", \"HEX\"] during a rotation) and/or token = { env = \"NAME\" } / { file = \"path\" }",
+                        "give one or two tokens in all: sha256 = \"HEX\" (or [\"HEX\", \"HEX\"] during a rotation) and/or token = { env = \"NAME\" } / { file = \"path\" }; or set server.tls.client_ca_file to authenticate agents by client certificate",
                     );
                     None
                 } else {

@@ -256,6 +256,7 @@ fn full_config_keeps_every_value() {
         Some(config::TlsFiles {
             cert_file: fixture_dir("ok").join("tls/coordinator.crt"),
             key_file: fixture_dir("ok").join("tls/coordinator.key"),
+            client_ca_file: Some(fixture_dir("ok").join("tls/agents-ca.pem")),
         })
     );
     let agents: Vec<_> = cfg
@@ -263,7 +264,14 @@ fn full_config_keeps_every_value() {
         .iter()
         .map(|a| (a.name.as_str(), a.region.as_deref(), a.sha256.len()))
         .collect();
-    assert_eq!(agents, [("eu-1", Some("eu"), 2), ("us-1", None, 1)]);
+    assert_eq!(
+        agents,
+        [
+            ("eu-1", Some("eu"), 2),
+            ("us-1", None, 1),
+            ("ap-1", Some("ap"), 0)
+        ]
+    );
     assert_eq!(
         cfg.agents[0].sha256[1],
         vantage_coordinator::api::auth::digest("next-token")

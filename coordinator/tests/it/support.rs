@@ -427,6 +427,49 @@ pub fn test_ca() -> &'static TestCa {
     })
 }
 
+/// A CA that issues agents' client certificates (mTLS), apart from
+/// [`test_ca`].
+pub struct AgentCa {
+    /// Its certificate, for `server.tls.client_ca_file`.
+    pub pem: String,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl AgentCa {
+    pub fn new(name: &str) -> Self {
+        let now = time::OffsetDateTime::now_utc();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(30);
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        AgentCa {
+            pem: issuer.pem(),
+            issuer,
+        }
+    }
+
+    /// A client certificate whose DNS subject alternative names are
+    /// `names`: (certificate PEM, key PEM).
+    pub fn client_cert(&self, names: &[&str]) -> (String, String) {
+        let now = time::OffsetDateTime::now_utc();
+        let mut leaf =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .unwrap();
+        leaf.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("agent"),
+        );
+        leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        leaf.not_before = now - time::Duration::days(1);
+        leaf.not_after = now + time::Duration::days(10);
+        let key = KeyPair::generate().unwrap();
+        let cert = leaf.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
 /// Writes a coordinator certificate for 127.0.0.1, `localhost` and `ips`
 /// (signed by [`test_ca`]) as `coordinator.crt` / `coordinator.key` in
 /// `dir`, and returns the `[server.tls]` table that uses them.

@@ -31,17 +31,32 @@ async fn open(
     agent: &str,
     region: &str,
 ) -> Result<Session, tonic::Status> {
+    open_with(grpc, None, token, agent, region).await
+}
+
+/// [`open`], presenting the client certificate `client` (certificate PEM,
+/// key PEM) over TLS. A failed dial is `Unavailable`.
+async fn open_with(
+    grpc: SocketAddr,
+    client: Option<&(String, String)>,
+    token: Option<&str>,
+    agent: &str,
+    region: &str,
+) -> Result<Session, tonic::Status> {
     let channel = if is_tls(grpc) {
-        let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(
+        let mut tls = tonic::transport::ClientTlsConfig::new().ca_certificate(
             tonic::transport::Certificate::from_pem(test_ca().ca_pem.clone()),
         );
+        if let Some((cert, key)) = client {
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
         tonic::transport::Endpoint::from_shared(format!("https://{grpc}"))
             .unwrap()
             .tls_config(tls)
             .unwrap()
             .connect()
             .await
-            .expect("dial coordinator over TLS")
+            .map_err(|e| tonic::Status::unavailable(format!("dial: {e:?}")))?
     } else {
         tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
             .unwrap()
@@ -449,6 +464,97 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     }
     assert_eq!(codes[0], Code::Unauthenticated, "{codes:?}");
     assert_eq!(codes[11], Code::ResourceExhausted, "{codes:?}");
+}
+
+/// Agents with client certificates (mTLS): the agent binary connects with
+/// its certificate and no token, and its results are stored. A certificate
+/// naming another agent, one from a CA the coordinator does not trust, and
+/// none at all (without a token) are all refused; a token agent still works
+/// on the same listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_authenticate_with_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = RegionTarget::start().await;
+    let agents_ca = AgentCa::new("Vantage Agents CA");
+    std::fs::write(dir.path().join("agents-ca.pem"), &agents_ca.pem).unwrap();
+    let (cert, key) = agents_ca.client_cert(&["agent-m"]);
+    std::fs::write(dir.path().join("agent-m.crt"), &cert).unwrap();
+    std::fs::write(dir.path().join("agent-m.key"), &key).unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{LOOPBACK_SERVER}{}client_ca_file = \"agents-ca.pem\"\n\n[[agent]]\nname = \"agent-m\"\nregion = \"eu\"\n{}\n{}",
+            tls_toml(dir.path(), &[]),
+            agents_toml(&[("agent-t", "eu")]),
+            target.checks_toml(&["web".to_owned()], &["eu"], "1s", "500ms"),
+        ),
+    );
+    agent_bin();
+    let (_coordinator, grpc, http) = start_coordinator(&config);
+
+    // The agent binary, with its certificate and no token.
+    let log = dir.path().join("agent-m.log");
+    let mut cmd = agent_command(grpc, "eu", "agent-m", &dir.path().join("spool"));
+    cmd.env_remove("VANTAGE_AGENT_TOKEN")
+        .arg("--cert-file")
+        .arg(dir.path().join("agent-m.crt"))
+        .arg("--key-file")
+        .arg(dir.path().join("agent-m.key"))
+        .stderr(std::fs::File::create(&log).unwrap());
+    let _agent = Proc {
+        child: cmd.spawn().unwrap(),
+        spool: None,
+    };
+    let stored = eventually(Duration::from_secs(30), || async {
+        let regions = stored_attempts(http, "web").await;
+        (regions[0]["attempts"].as_u64().unwrap_or(0) >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        stored.is_some(),
+        "no results from the certificate agent; its log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // The certificate names agent-m only.
+    let m = (cert.clone(), key.clone());
+    let err = open_with(grpc, Some(&m), None, "agent-t", "eu")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("client certificate names"),
+        "{err:?}"
+    );
+    // A certificate for agent-m from a CA the coordinator does not trust:
+    // the handshake fails.
+    let stranger = AgentCa::new("Someone Else's CA").client_cert(&["agent-m"]);
+    let err = open_with(grpc, Some(&stranger), None, "agent-m", "eu")
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err.code(),
+            Code::Unavailable | Code::Unknown | Code::Internal
+        ),
+        "{err:?}"
+    );
+    // Neither certificate nor token.
+    let err = open_with(grpc, None, None, "agent-m", "eu")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("client certificate"), "{err:?}");
+    // A token agent on the same listener.
+    let token = agent_token("agent-t");
+    let mut s = open(grpc, Some(&token), "agent-t", "eu").await.unwrap();
+    assert!(matches!(
+        next_msg(&mut s).await,
+        coordinator_message::Msg::Welcome(_)
+    ));
 }
 
 /// A loopback coordinator config admitting `agents` (name, region) with one
