@@ -205,6 +205,40 @@ fn names_a_version(value: &str) -> bool {
             .any(|w| w[0].is_ascii_digit() && w[1] == b'.' && w[2].is_ascii_digit())
 }
 
+/// Whether `url` is plain `http://`.
+fn is_http(url: &str) -> bool {
+    url.len() >= 7 && url[..7].eq_ignore_ascii_case("http://")
+}
+
+/// `http://` URLs loaded by CSS in the page (`<style>` elements and `style`
+/// attributes): `@import` (a stylesheet: active) and `url()` (images and
+/// fonts: passive). Evidence text and whether it is active.
+fn css_http_urls(body: &[u8]) -> Vec<(String, bool)> {
+    static IMPORT: std::sync::LazyLock<regex::bytes::Regex> = std::sync::LazyLock::new(|| {
+        regex::bytes::Regex::new(r#"(?i-u)@import\s+(?:url\(\s*)?["']?(http://[^"')\s;]{1,2000})"#)
+            .expect("valid regex")
+    });
+    static URL: std::sync::LazyLock<regex::bytes::Regex> = std::sync::LazyLock::new(|| {
+        regex::bytes::Regex::new(r#"(?i-u)url\(\s*["']?(http://[^"')\s]{1,2000})"#)
+            .expect("valid regex")
+    });
+    let mut out = Vec::new();
+    let mut imported = std::collections::HashSet::new();
+    for c in IMPORT.captures_iter(body) {
+        let url = String::from_utf8_lossy(&c[1]).into_owned();
+        imported.insert(url.clone());
+        out.push((format!("CSS @import {url}"), true));
+    }
+    for c in URL.captures_iter(body) {
+        let url = String::from_utf8_lossy(&c[1]).into_owned();
+        // `@import url(http://...)` is listed once, as an import.
+        if !imported.contains(&url) {
+            out.push((format!("CSS url({url})"), false));
+        }
+    }
+    out
+}
+
 fn mixed_content(page: &Response) -> Finding {
     let mut f = MIXED_CONTENT.judge(CHECK, true, Vec::new());
     if page.url.scheme() != "https" {
@@ -215,32 +249,62 @@ fn mixed_content(page: &Response) -> Finding {
         ));
         return f;
     }
-    let tags = html::start_tags(&page.body, &["script", "link", "img", "iframe"]);
+    let tags = html::start_tags(
+        &page.body,
+        &[
+            "script", "link", "img", "iframe", "source", "video", "audio", "object", "embed",
+            "base",
+        ],
+    );
     let mut active = false;
     let mut found = Vec::new();
     for tag in &tags {
-        let (attr, is_active) = match tag.name.as_str() {
+        // The attributes that load something, and whether what they load
+        // is "active" (can change the page: scripts, styles, frames,
+        // plugins) or "passive" (images, media).
+        let attrs: &[(&str, bool)] = match tag.name.as_str() {
             "link" => {
                 let rel = tag.attr("rel").unwrap_or_default().to_ascii_lowercase();
                 if !rel.split_ascii_whitespace().any(|r| r == "stylesheet") {
                     continue;
                 }
-                ("href", true)
+                &[("href", true)]
             }
-            "img" => ("src", false),
-            _ => ("src", true),
+            "img" | "source" => &[("src", false), ("srcset", false)],
+            "video" => &[("src", false), ("poster", false)],
+            "audio" => &[("src", false)],
+            "object" => &[("data", true)],
+            // Every relative URL on the page resolves against it.
+            "base" => &[("href", true)],
+            _ => &[("src", true)],
         };
-        let Some(url) = tag.attr(attr).map(str::trim) else {
-            continue;
-        };
-        if url.len() >= 7 && url[..7].eq_ignore_ascii_case("http://") {
-            active |= is_active;
-            found.push(format!("<{} {attr}=\"{url}\">", tag.name));
+        for (attr, is_active) in attrs {
+            let Some(value) = tag.attr(attr).map(str::trim) else {
+                continue;
+            };
+            let mut urls: Vec<&str> = if *attr == "srcset" {
+                // "URL 1x, URL 2x": the first word of each candidate.
+                value
+                    .split(',')
+                    .filter_map(|c| c.split_ascii_whitespace().next())
+                    .collect()
+            } else {
+                vec![value]
+            };
+            urls.retain(|u| is_http(u));
+            if !urls.is_empty() {
+                active |= is_active;
+                found.push(format!("<{} {attr}=\"{value}\">", tag.name));
+            }
         }
+    }
+    for (css, is_active) in css_http_urls(&page.body) {
+        active |= is_active;
+        found.push(css);
     }
     if found.is_empty() {
         let mut note = format!(
-            "no http:// script, stylesheet, frame or image among {} tag(s)",
+            "no http:// script, stylesheet, frame, media, base or CSS url() among {} tag(s)",
             tags.len()
         );
         if page.truncated {
@@ -340,6 +404,63 @@ mod tests {
                 "<img src=\"http://cdn.site.test/banner.png\">"
             ]
         );
+    }
+
+    #[test]
+    fn media_srcset_base_and_css_urls_count_as_mixed_content() {
+        let page = |body: &str| {
+            let mut r = response(&[]);
+            r.body = body.as_bytes().to_vec();
+            mixed_content(&r)
+        };
+        // Passive only: images and media from srcset, <source>, <video
+        // poster> and CSS url().
+        let f = page(concat!(
+            r#"<img src="/a.png" srcset="/a-1x.png 1x, http://cdn.test/a-2x.png 2x">"#,
+            r#"<picture><source srcset="http://cdn.test/b.webp"></picture>"#,
+            r#"<video poster="http://cdn.test/p.jpg"><source src="/v.mp4"></video>"#,
+            r#"<style>body { background: URL( 'http://cdn.test/bg.png' ) }</style>"#,
+            r#"<div style="background-image:url(http://cdn.test/d.png)"></div>"#,
+        ));
+        assert!(!f.passed);
+        assert_eq!(f.severity, Severity::Low, "{f:#?}");
+        assert_eq!(
+            f.evidence,
+            [
+                r#"<img srcset="/a-1x.png 1x, http://cdn.test/a-2x.png 2x">"#,
+                r#"<source srcset="http://cdn.test/b.webp">"#,
+                r#"<video poster="http://cdn.test/p.jpg">"#,
+                "CSS url(http://cdn.test/bg.png)",
+                "CSS url(http://cdn.test/d.png)",
+            ]
+        );
+        // Active: a <base> that turns every relative URL into http://, a
+        // CSS @import, an <object>.
+        let f = page(r#"<base href="http://site.test/"><script src="/app.js"></script>"#);
+        assert_eq!(
+            (f.passed, f.severity, f.evidence.clone()),
+            (
+                false,
+                Severity::Medium,
+                vec![r#"<base href="http://site.test/">"#.to_owned()]
+            )
+        );
+        let f = page(r#"<style>@import url("http://cdn.test/x.css");</style>"#);
+        assert_eq!(
+            (f.severity, f.evidence.clone()),
+            (
+                Severity::Medium,
+                vec!["CSS @import http://cdn.test/x.css".to_owned()]
+            )
+        );
+        let f = page(r#"<object data="http://cdn.test/x.swf"></object>"#);
+        assert_eq!(f.severity, Severity::Medium);
+        // https:// and relative URLs everywhere: clean.
+        let f = page(concat!(
+            r#"<base href="https://site.test/"><img srcset="/a.png 1x, https://cdn.test/a.png 2x">"#,
+            r#"<style>@import "https://cdn.test/x.css"; p { background: url(/bg.png) }</style>"#,
+        ));
+        assert!(f.passed, "{f:#?}");
     }
 
     fn response(headers: &[(&'static str, &'static str)]) -> Response {
