@@ -2,10 +2,11 @@
 //! canonical host, no chain is longer than `max_hops`, and no hop of any
 //! chain goes from HTTPS back to HTTP.
 //!
-//! Three kinds of chain are followed, one request per hop: from
-//! `http://HOST:http_port/`, from `https://ALIAS/` (the canonical URL's port)
-//! for each alias, and from the canonical URL itself. At most
-//! [`MAX_REDIRECTS`] hops are followed per chain.
+//! Four kinds of chain are followed, one request per hop: from
+//! `http://HOST:http_port/` and `http://ALIAS:http_port/` (each must reach
+//! HTTPS), from `https://ALIAS/` (the canonical URL's port) for each alias
+//! (it must reach the canonical host), and from the canonical URL itself.
+//! At most [`MAX_REDIRECTS`] hops are followed per chain.
 
 use url::Url;
 use vantage_proto::spec::{RedirectSpec, MAX_REDIRECTS};
@@ -68,16 +69,28 @@ pub async fn run(spec: &RedirectSpec, cx: &AuditContext) -> Vec<Finding> {
     let mut findings = Vec::new();
     let mut chains = Vec::new();
 
-    let plain = plain_start(&spec.url, spec.http_port);
-    let chain = follow(plain).await;
-    let reached_https = completed(&chain).is_some_and(|end| end.scheme() == "https");
-    let passed = reached_https && !chain.hops.is_empty();
-    let mut evidence = vec![chain.describe()];
-    if chain.hops.is_empty() && chain.end.is_ok() {
-        evidence.push("plain HTTP is answered without a redirect".into());
+    // Plain HTTP, to the canonical host and to each alias: people type
+    // either, and old links use both.
+    let mut passed = true;
+    let mut evidence = Vec::new();
+    let mut hosts = vec![spec.url.clone()];
+    for alias in &spec.aliases {
+        let mut url = spec.url.clone();
+        if url.set_host(Some(alias)).is_ok() {
+            hosts.push(url);
+        }
+    }
+    for host in hosts {
+        let chain = follow(plain_start(&host, spec.http_port)).await;
+        let reached_https = completed(&chain).is_some_and(|end| end.scheme() == "https");
+        passed &= reached_https && !chain.hops.is_empty();
+        evidence.push(chain.describe());
+        if chain.hops.is_empty() && chain.end.is_ok() {
+            evidence.push("plain HTTP is answered without a redirect".into());
+        }
+        chains.push(chain);
     }
     findings.push(TO_HTTPS.judge(CHECK, passed, evidence));
-    chains.push(chain);
 
     for alias in &spec.aliases {
         let mut start = spec.url.clone();
@@ -215,6 +228,12 @@ mod tests {
             https.evidence[0].contains("→ 301 → https://site.test:"),
             "{https:#?}"
         );
+        // The alias over plain HTTP is followed too.
+        assert!(
+            https.evidence[1].starts_with(&format!("http://{WWW}:")),
+            "{https:#?}"
+        );
+        assert_eq!(https.evidence.len(), 2, "{https:#?}");
         let alias = find(&findings, &format!("{WWW} redirects to {HOST}"));
         assert!(alias.evidence[0].ends_with("→ 200"), "{alias:#?}");
     }
@@ -235,6 +254,28 @@ mod tests {
         );
         let failed: Vec<_> = findings.iter().filter(|f| !f.passed).collect();
         assert_eq!(failed.len(), 1, "only that item fails: {failed:#?}");
+    }
+
+    #[tokio::test]
+    async fn an_alias_served_over_plain_http_fails_the_https_item() {
+        let config = SiteConfig {
+            www_http_served: true,
+            ..SiteConfig::good()
+        };
+        let findings = audit(config, 3).await;
+        let f = find(&findings, "HTTP redirects to HTTPS");
+        assert!(!f.passed, "{f:#?}");
+        assert!(
+            f.evidence[1].starts_with(&format!("http://{WWW}:")),
+            "{f:#?}"
+        );
+        assert_eq!(f.evidence[2], "plain HTTP is answered without a redirect");
+        // The canonical host's plain HTTP and the alias over HTTPS are fine.
+        assert!(
+            f.evidence[0].contains("→ 301 → https://site.test:"),
+            "{f:#?}"
+        );
+        assert!(find(&findings, WWW).passed, "{findings:#?}");
     }
 
     #[tokio::test]

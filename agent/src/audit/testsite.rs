@@ -78,6 +78,9 @@ pub(crate) struct SiteConfig {
     pub(crate) downgrade_hop: bool,
     /// `/.env` serves environment variables.
     pub(crate) env_file: bool,
+    /// Plain HTTP to `www.site.test` serves the page instead of
+    /// redirecting (the canonical host still redirects).
+    pub(crate) www_http_served: bool,
 }
 
 impl SiteConfig {
@@ -94,6 +97,7 @@ impl SiteConfig {
             server_version: false,
             downgrade_hop: false,
             env_file: false,
+            www_http_served: false,
         }
     }
 }
@@ -204,7 +208,8 @@ async fn route(state: &State, tls: bool, req: Request<Incoming>) -> Response<Ful
     let path = req.uri().path().to_owned();
     let canonical = format!("https://{HOST}:{}{path}", state.https_port);
     if !tls {
-        return if c.http_redirect {
+        let www = host(&req).as_deref() == Some(WWW);
+        return if c.http_redirect && !(www && c.www_http_served) {
             redirect(StatusCode::MOVED_PERMANENTLY, &canonical)
         } else {
             page(c)
