@@ -98,7 +98,17 @@ const RESOLVER_FIX: &str = "Give a reachable name server with --dns-server IP[:P
 /// Runs the check: every finding about `spec.domain`'s mail DNS.
 pub async fn run(spec: &EmailDnsSpec, cx: &AuditContext) -> Vec<Finding> {
     let domain = spec.domain.trim_end_matches('.').to_ascii_lowercase();
-    let dns = match Dns::new(spec.dns_server.as_deref(), cx.timeout) {
+    // A name server the check names is a place the agent connects to, so
+    // the egress policy applies to it as to any target; the system's own
+    // resolver is the agent's infrastructure and is not checked.
+    let allowed = match spec.dns_server.as_deref().map(parse_dns_server) {
+        Some(Ok(addr)) => cx
+            .egress
+            .check(addr.ip())
+            .map_err(|denied| format!("dns_server: {denied}")),
+        _ => Ok(()),
+    };
+    let dns = match allowed.and_then(|()| Dns::new(spec.dns_server.as_deref(), cx.timeout)) {
         Ok(dns) => dns,
         Err(e) => {
             return vec![finding(
@@ -864,6 +874,28 @@ mod tests {
         let map = Map(records.iter().copied().collect());
         let root = spf::parse(records[0].1).unwrap();
         count_lookups(&map, records[0].0, &root).await
+    }
+
+    #[tokio::test]
+    async fn a_named_dns_server_is_held_to_the_egress_policy() {
+        let spec = EmailDnsSpec {
+            domain: "example.com".into(),
+            dkim_selectors: Vec::new(),
+            dns_server: Some("127.0.0.1:5353".into()),
+        };
+        let cx = AuditContext {
+            timeout: Duration::from_secs(2),
+            egress: std::sync::Arc::new(crate::egress::EgressPolicy::new(Vec::new())),
+            resolve: HashMap::new(),
+        };
+        let findings = run(&spec, &cx).await;
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert!(!findings[0].passed);
+        let said = findings[0].evidence.join(" ");
+        assert!(
+            said.contains("dns_server: 127.0.0.1") && said.contains("--egress-allow 127.0.0.1/32"),
+            "{said}"
+        );
     }
 
     #[tokio::test]
