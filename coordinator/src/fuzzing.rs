@@ -45,14 +45,29 @@ pub fn grpc_messages(data: &[u8]) {
     }
 }
 
-/// The HdrHistogram V2 + deflate decoder: bounded, and what it accepts
-/// encodes again to the same counts.
+/// The HdrHistogram V2 + deflate decoders: bounded, and what they accept
+/// encodes again to the same counts. The sparse decoder (the roll-ups')
+/// accepts nothing the full one (ingest validation) refuses, and encodes
+/// byte for byte as the full one does.
 pub fn histogram_decoder(data: &[u8]) {
-    if let Ok(h) = histogram::decode(data) {
-        let again = histogram::decode(&histogram::encode(&h))
+    let full = histogram::decode(data);
+    if let Ok(h) = &full {
+        let again = histogram::decode(&histogram::encode(h))
             .expect("an accepted histogram re-encodes to a decodable one");
         assert_eq!(h.len(), again.len());
         assert_eq!(h.max(), again.max());
+    }
+    if let Some(sparse) = histogram::SparseCounts::decode(data) {
+        let h = full
+            .as_ref()
+            .expect("what the sparse decoder accepts, the full decoder accepts");
+        assert_eq!(sparse.len(), h.len());
+        let bytes = sparse.encode();
+        assert_eq!(bytes, histogram::encode(h), "same counts, same bytes");
+        assert_eq!(
+            histogram::SparseCounts::decode(&bytes).as_ref(),
+            Some(&sparse)
+        );
     }
 }
 
@@ -121,5 +136,31 @@ pub fn egress_classifier(data: &[u8]) {
         assert!(EgressPolicy::new(vec![single]).check(ip).is_ok(), "{ip}");
         let denied = EgressPolicy::default().check(ip).is_err();
         assert_eq!(denied, classify(ip).is_some(), "{ip}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sparse branch of [`histogram_decoder`] runs on real encodings:
+    /// empty, one sample, and thousands spread up to the profile's top.
+    #[test]
+    fn both_decoders_agree_on_recorded_histograms() {
+        let mut cases = vec![histogram::new_latency()];
+        let mut one = histogram::new_latency();
+        histogram::record_micros(&mut one, 1_234);
+        cases.push(one);
+        let mut spread = histogram::new_latency();
+        for i in 0..5_000u64 {
+            histogram::record_micros(&mut spread, 1 + i * i * 37 % histogram::MAX_LATENCY_US);
+        }
+        histogram::record_micros(&mut spread, histogram::MAX_LATENCY_US);
+        cases.push(spread);
+        for h in &cases {
+            let bytes = histogram::encode(h);
+            assert!(histogram::SparseCounts::decode(&bytes).is_some());
+            histogram_decoder(&bytes);
+        }
     }
 }
