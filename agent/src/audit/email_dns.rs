@@ -567,6 +567,43 @@ fn tag<'a>(tags: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// Most `_dmarc` names looked up for one domain: its own, then its parents
+/// (the DMARCbis tree walk caps it at eight).
+const MAX_DMARC_WALK: usize = 8;
+
+/// The one DMARC record at `name`: `Ok(None)` when there is none, `Err`
+/// with the evidence when the lookup failed or there are several.
+async fn dmarc_record(dns: &Dns, name: &str) -> Result<Option<String>, Vec<String>> {
+    let records: Vec<String> = match dns.txt(name).await {
+        Txt::Found(texts) => texts
+            .into_iter()
+            .filter(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("v=DMARC1"))
+            })
+            .collect(),
+        Txt::Missing => Vec::new(),
+        Txt::Failed(e) => return Err(vec![format!("TXT lookup of {name} failed: {e}")]),
+    };
+    match records.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        several => {
+            let mut evidence = vec![format!(
+                "{} DMARC records at {name}: receivers ignore them all",
+                several.len()
+            )];
+            evidence.extend(several.iter().cloned());
+            Err(evidence)
+        }
+    }
+}
+
+/// The DMARC findings of `domain`. Its own record, else the nearest
+/// parent's (not the top-level domain's): receivers apply the
+/// organizational domain's record to its subdomains, with its `sp=` policy
+/// when it has one.
 async fn dmarc_findings(dns: &Dns, domain: &str) -> Vec<Finding> {
     let name = format!("_dmarc.{domain}");
     let published = |passed: bool, evidence: Vec<String>| {
@@ -579,40 +616,37 @@ async fn dmarc_findings(dns: &Dns, domain: &str) -> Vec<Finding> {
             DMARC_FIX,
         )
     };
-    let records: Vec<String> = match dns.txt(&name).await {
-        Txt::Found(texts) => texts
-            .into_iter()
-            .filter(|t| {
-                t.split(';')
-                    .next()
-                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("v=DMARC1"))
-            })
-            .collect(),
-        Txt::Missing => Vec::new(),
-        Txt::Failed(e) => {
-            return vec![published(
-                false,
-                vec![format!("TXT lookup of {name} failed: {e}")],
-            )]
+    let labels: Vec<&str> = domain.split('.').collect();
+    let owners: Vec<String> = (0..labels.len().saturating_sub(1).max(1))
+        .take(MAX_DMARC_WALK)
+        .map(|start| labels[start..].join("."))
+        .collect();
+    let mut found = None;
+    for owner in &owners {
+        match dmarc_record(dns, &format!("_dmarc.{owner}")).await {
+            Ok(Some(text)) => {
+                found = Some((text, owner.clone()));
+                break;
+            }
+            Ok(None) => {}
+            Err(evidence) => return vec![published(false, evidence)],
         }
+    }
+    let Some((text, owner)) = found else {
+        let mut evidence = vec![format!("no TXT record starting with v=DMARC1 at {name}")];
+        if owners.len() > 1 {
+            evidence.push(format!(
+                "nor at a parent domain: {}",
+                owners[1..]
+                    .iter()
+                    .map(|o| format!("_dmarc.{o}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        return vec![published(false, evidence)];
     };
-    let text = match records.as_slice() {
-        [] => {
-            return vec![published(
-                false,
-                vec![format!("no TXT record starting with v=DMARC1 at {name}")],
-            )]
-        }
-        [one] => one.clone(),
-        several => {
-            let mut evidence = vec![format!(
-                "{} DMARC records at {name}: receivers ignore them all",
-                several.len()
-            )];
-            evidence.extend(several.iter().cloned());
-            return vec![published(false, evidence)];
-        }
-    };
+    let inherited = owner != domain;
     let tags = tags(&text);
     let policy = tag(&tags, "p").map(str::to_ascii_lowercase);
     let Some(policy) = policy.filter(|p| matches!(p.as_str(), "none" | "quarantine" | "reject"))
@@ -622,14 +656,30 @@ async fn dmarc_findings(dns: &Dns, domain: &str) -> Vec<Finding> {
             vec![text, "no valid p= (none, quarantine or reject)".into()],
         )];
     };
-    let mut evidence = vec![text.clone(), format!("policy: p={policy}")];
-    if let Some(sp) = tag(&tags, "sp") {
+    let mut evidence = Vec::new();
+    if inherited {
+        evidence.push(format!(
+            "no record at {name}: the one of {owner} applies to its subdomains"
+        ));
+    }
+    evidence.extend([text.clone(), format!("policy: p={policy}")]);
+    let sp = tag(&tags, "sp").map(str::to_ascii_lowercase);
+    if let Some(sp) = &sp {
         evidence.push(format!("subdomain policy: sp={sp}"));
     }
     if let Some(pct) = tag(&tags, "pct").filter(|p| *p != "100") {
         evidence.push(format!("applied to pct={pct}% of failing mail"));
     }
-    let enforces = policy != "none";
+    // A subdomain gets the parent's sp= when it has a valid one, else p=.
+    let applied =
+        match sp.filter(|s| inherited && matches!(s.as_str(), "none" | "quarantine" | "reject")) {
+            Some(sp) => {
+                evidence.push(format!("{domain} gets sp={sp}"));
+                sp
+            }
+            None => policy,
+        };
+    let enforces = applied != "none";
     let mut policy_evidence = evidence.clone();
     if !enforces {
         policy_evidence.push("monitoring only: forged mail is still delivered".into());

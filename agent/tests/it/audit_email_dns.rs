@@ -98,6 +98,21 @@ fn records() -> Vec<(String, String, Kind)> {
     all.extend(mail_domain("weak.test", "v=spf1 mx ?all"));
     all.extend(mail_domain("dup.test", "v=spf1 mx -all"));
     all.push(("dup.test".into(), "v=spf1 a -all".into(), Kind::Txt));
+    // Subdomains without their own DMARC record: good.test's (p=reject)
+    // applies to mail.good.test; spt.test's sp=none to news.spt.test.
+    let no_dmarc = |d: &str| {
+        mail_domain(d, "v=spf1 mx -all")
+            .into_iter()
+            .filter(|(n, _, _)| !n.starts_with("_dmarc."))
+            .collect::<Vec<_>>()
+    };
+    all.extend(no_dmarc("mail.good.test"));
+    all.extend(no_dmarc("news.spt.test"));
+    all.push((
+        "_dmarc.spt.test".into(),
+        "v=DMARC1; p=reject; sp=none".into(),
+        Kind::Txt,
+    ));
     all
 }
 
@@ -154,6 +169,33 @@ async fn email_dns_finds_every_defect_and_passes_the_good_domain() {
     assert_eq!(
         failed(&nodmarc),
         [("DMARC record published", Severity::High)]
+    );
+
+    // Subdomains inherit their parent's record (a tree walk, as receivers
+    // do), with the parent's sp= when it has one.
+    let sub = audit(&dns, "mail.good.test", &[]).await;
+    assert_eq!(failed(&sub), [], "{sub:#?}");
+    let e = evidence(&sub, "DMARC record published");
+    assert!(
+        e.starts_with("no record at _dmarc.mail.good.test: the one of good.test applies"),
+        "{e}"
+    );
+    let news = audit(&dns, "news.spt.test", &[]).await;
+    assert_eq!(
+        failed(&news),
+        [(
+            "DMARC policy enforces (quarantine or reject)",
+            Severity::Medium
+        )]
+    );
+    let e = evidence(&news, "DMARC policy enforces (quarantine or reject)");
+    assert!(e.contains("news.spt.test gets sp=none"), "{e}");
+    // Nothing at the subdomain nor its parent: both names are reported.
+    let orphan = audit(&dns, "mail.nodmarc.test", &[]).await;
+    let e = evidence(&orphan, "DMARC record published");
+    assert!(
+        e.contains("nor at a parent domain: _dmarc.nodmarc.test"),
+        "{e}"
     );
 
     let monitor = audit(&dns, "monitor.test", &[]).await;
