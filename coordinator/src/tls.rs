@@ -2,7 +2,8 @@
 //! at startup, with errors that name the file, and again whenever either
 //! file changes ([`watch_files`]), so a renewed certificate (cert-manager,
 //! certbot) is served without a restart. Both listeners resolve the
-//! identity per handshake from one [`ServerTls`]: the HTTP API through
+//! identity per handshake from one [`ServerTls`] (the agents' client CA,
+//! `client_ca_file`, is reloaded the same way): the HTTP API through
 //! [`serve_https`], an accept loop of tokio-rustls plus hyper (`axum::serve`
 //! has no TLS), and gRPC through [`ServerTls::grpc_incoming`], the same
 //! kind of loop feeding tonic finished TLS streams.
@@ -70,11 +71,15 @@ pub const FILE_POLL_INTERVAL: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 struct LiveIdentity(RwLock<Arc<CertifiedKey>>);
 
+impl LiveIdentity {
+    fn current(&self) -> Arc<CertifiedKey> {
+        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
 impl ResolvesServerCert for LiveIdentity {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(
-            &self.0.read().unwrap_or_else(|p| p.into_inner()),
-        ))
+        Some(self.current())
     }
 }
 
@@ -85,7 +90,8 @@ pub struct ServerTls {
     files: TlsFiles,
     identity: Arc<LiveIdentity>,
     https: TlsAcceptor,
-    grpc: TlsAcceptor,
+    /// Replaced when `client_ca_file` changes.
+    grpc: RwLock<TlsAcceptor>,
     status: Mutex<CertStatus>,
 }
 
@@ -104,12 +110,18 @@ pub struct CertStatus {
     pub loaded_unix_ms: i64,
     /// Certificates read again after a change of the files.
     pub reloads_total: u64,
+    /// SHA-256 (hex) of the `client_ca_file` in use, when there is one.
+    pub client_ca_sha256: Option<String>,
     /// Why the files could not be used the last time they changed; the
-    /// previous certificate is still served. Cleared by a good read.
+    /// previous certificate (or client CA) is still in use. Cleared by a
+    /// good read.
     pub last_error: Option<String>,
-    /// Size and modification time of both files when last read.
+    /// Size and modification time of the certificate and key when last read.
     #[serde(skip)]
     stamp: Option<[(u64, SystemTime); 2]>,
+    /// The same of `client_ca_file`.
+    #[serde(skip)]
+    ca_stamp: Option<(u64, SystemTime)>,
 }
 
 /// Largest PEM file read: a chain of a few certificates is a few KiB.
@@ -134,55 +146,81 @@ fn read_pem(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, TlsErr
     Ok(bytes)
 }
 
+/// Size and modification time of a file.
+fn file_stamp(p: &Path) -> Option<(u64, SystemTime)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
 /// Size and modification time of the certificate and key files.
 fn stamp(files: &TlsFiles) -> Option<[(u64, SystemTime); 2]> {
-    let one = |p: &Path| {
-        let m = std::fs::metadata(p).ok()?;
-        Some((m.len(), m.modified().ok()?))
+    Some([file_stamp(&files.cert_file)?, file_stamp(&files.key_file)?])
+}
+
+/// An acceptor serving `identity` with `alpn`, asking for client
+/// certificates when `clients` is given.
+fn acceptor(
+    files: &TlsFiles,
+    identity: &Arc<LiveIdentity>,
+    alpn: &[&[u8]],
+    clients: Option<Arc<dyn ClientCertVerifier>>,
+) -> Result<TlsAcceptor, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Identity {
+            cert: files.cert_file.display().to_string(),
+            key: files.key_file.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    let builder = match clients {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
     };
-    Some([one(&files.cert_file)?, one(&files.key_file)?])
+    let mut config =
+        builder.with_cert_resolver(Arc::clone(identity) as Arc<dyn ResolvesServerCert>);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The gRPC acceptor: HTTP/2 only, and agents may present a client
+/// certificate when `client_ca_file` is set (one is not required, a token
+/// will do, but one that is presented must verify). With it, the SHA-256
+/// of the client CA file.
+fn grpc_acceptor(
+    files: &TlsFiles,
+    identity: &Arc<LiveIdentity>,
+) -> Result<(TlsAcceptor, Option<String>), TlsError> {
+    let (clients, sha) = match &files.client_ca_file {
+        Some(path) => {
+            let (verifier, sha) = client_verifier(path)?;
+            (Some(verifier), Some(sha))
+        }
+        None => (None, None),
+    };
+    Ok((acceptor(files, identity, &[b"h2"], clients)?, sha))
 }
 
 /// Reads and checks `[server.tls]`.
 pub fn load(files: &TlsFiles) -> Result<Arc<ServerTls>, TlsError> {
     let stamp = stamp(files);
+    let ca_stamp = files.client_ca_file.as_deref().and_then(file_stamp);
     let certified = read_identity(files)?;
+    let identity = Arc::new(LiveIdentity(RwLock::new(Arc::new(certified))));
+    let (grpc, client_ca_sha256) = grpc_acceptor(files, &identity)?;
     let status = CertStatus {
-        cert_sha256: leaf_sha256(&certified),
+        cert_sha256: leaf_sha256(&identity.current()),
         loaded_unix_ms: crate::now_ms(),
         reloads_total: 0,
+        client_ca_sha256,
         last_error: None,
         stamp,
-    };
-    let identity = Arc::new(LiveIdentity(RwLock::new(Arc::new(certified))));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let agents_ca = match &files.client_ca_file {
-        Some(path) => Some(client_verifier(path, &provider)?),
-        None => None,
-    };
-    let acceptor = |alpn: &[&[u8]], clients: Option<Arc<dyn ClientCertVerifier>>| {
-        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Identity {
-                cert: files.cert_file.display().to_string(),
-                key: files.key_file.display().to_string(),
-                reason: e.to_string(),
-            })?;
-        let builder = match clients {
-            Some(v) => builder.with_client_cert_verifier(v),
-            None => builder.with_no_client_auth(),
-        };
-        let mut config =
-            builder.with_cert_resolver(Arc::clone(&identity) as Arc<dyn ResolvesServerCert>);
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Ok::<_, TlsError>(TlsAcceptor::from(Arc::new(config)))
+        ca_stamp,
     };
     Ok(Arc::new(ServerTls {
         files: files.clone(),
-        https: acceptor(&[b"h2", b"http/1.1"], None)?,
-        // Agents may present a client certificate; one is not required
-        // (a token will do), but one that is presented must verify.
-        grpc: acceptor(&[b"h2"], agents_ca)?,
+        https: acceptor(files, &identity, &[b"h2", b"http/1.1"], None)?,
+        grpc: RwLock::new(grpc),
         identity,
         status: Mutex::new(status),
     }))
@@ -190,10 +228,9 @@ pub fn load(files: &TlsFiles) -> Result<Arc<ServerTls>, TlsError> {
 
 /// The verifier of agents' client certificates: issued by a CA in `path`.
 /// A client without a certificate is let through to token authentication.
-fn client_verifier(
-    path: &Path,
-    provider: &Arc<rustls::crypto::CryptoProvider>,
-) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+/// With the SHA-256 of the file.
+fn client_verifier(path: &Path) -> Result<(Arc<dyn ClientCertVerifier>, String), TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let err = |reason: String| TlsError::File {
         key: "client_ca_file",
         path: path.display().to_string(),
@@ -212,13 +249,12 @@ fn client_verifier(
             "no CERTIFICATE block: give the PEM of the CA that issues agent certificates".into(),
         ));
     }
-    rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        Arc::clone(provider),
-    )
-    .allow_unauthenticated()
-    .build()
-    .map_err(|e| err(e.to_string()))
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+    Ok((verifier, crate::api::auth::digest_hex(&pem)))
 }
 
 /// The DNS subject alternative names of a client certificate that the
@@ -296,10 +332,45 @@ impl ServerTls {
     }
 
     /// Reads the files again if their size or modification time changed
-    /// since the last read, and serves what they hold if it is a valid
-    /// identity; otherwise keeps serving the current one and records why.
-    /// Blocks on the files; async callers use `spawn_blocking`.
+    /// since the last read, and uses what they hold if it is valid: the
+    /// certificate and key for both listeners, the client CA for gRPC.
+    /// Otherwise keeps the current ones and records why. Blocks on the
+    /// files; async callers use `spawn_blocking`.
     pub fn reload_if_changed(&self) {
+        self.reload_identity();
+        self.reload_client_ca();
+    }
+
+    fn reload_client_ca(&self) {
+        let Some(path) = &self.files.client_ca_file else {
+            return;
+        };
+        let now = file_stamp(path);
+        if now.is_none() || now == self.lock().ca_stamp {
+            return;
+        }
+        let built = grpc_acceptor(&self.files, &self.identity);
+        let mut s = self.lock();
+        s.ca_stamp = now;
+        match built {
+            Ok((grpc, sha)) => {
+                *self.grpc.write().unwrap_or_else(|p| p.into_inner()) = grpc;
+                s.last_error = None;
+                if sha != s.client_ca_sha256 {
+                    tracing::info!(client_ca_sha256 = ?sha, client_ca_file = %path.display(),
+                        "agents' client CA reloaded; new connections are checked against it");
+                    s.client_ca_sha256 = sha;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e,
+                    "client_ca_file changed but cannot be used; still checking agents against the previous one");
+                s.last_error = Some(e.to_string());
+            }
+        }
+    }
+
+    fn reload_identity(&self) {
         let now = stamp(&self.files);
         if now.is_none() || now == self.lock().stamp {
             return;
@@ -340,7 +411,7 @@ impl ServerTls {
         Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>,
     > {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let acceptor = self.grpc.clone();
+        let tls = Arc::clone(self);
         tokio::spawn(async move {
             loop {
                 let (tcp, peer) = tokio::select! {
@@ -354,7 +425,9 @@ impl ServerTls {
                     },
                     _ = shutdown.cancelled() => break,
                 };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                // The acceptor of the moment: client_ca_file may have changed.
+                let acceptor = tls.grpc.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let tx = tx.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {

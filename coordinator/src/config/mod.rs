@@ -233,7 +233,7 @@ pub struct TlsFiles {
     /// `client_ca_file`: CA certificates (PEM) whose client certificates
     /// authenticate agents on the gRPC listener (mTLS); an agent's
     /// certificate names it in a DNS subject alternative name. Tokens work
-    /// as well.
+    /// as well. Read again when it changes, like the certificate.
     pub client_ca_file: Option<PathBuf>,
 }
 

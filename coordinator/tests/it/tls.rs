@@ -555,6 +555,38 @@ async fn agents_authenticate_with_client_certificates() {
         next_msg(&mut s).await,
         coordinator_message::Msg::Welcome(_)
     ));
+
+    // The agents' CA replaced in place: new connections are checked against
+    // the new one without a restart.
+    let before = get_json(http, "/api/v1/config").await["tls"]["client_ca_sha256"].clone();
+    assert!(before.is_string(), "{before}");
+    let next_ca = AgentCa::new("Vantage Agents CA 2");
+    std::fs::write(dir.path().join("agents-ca.pem"), &next_ca.pem).unwrap();
+    let swapped = eventually(Duration::from_secs(15), || async {
+        let now = get_json(http, "/api/v1/config").await["tls"]["client_ca_sha256"].clone();
+        (now != before).then_some(())
+    })
+    .await;
+    assert!(swapped.is_some(), "the new client CA was not picked up");
+    let renewed = next_ca.client_cert(&["agent-m"]);
+    let mut s = open_with(grpc, Some(&renewed), None, "agent-m", "eu")
+        .await
+        .expect("a certificate from the new CA is accepted");
+    assert!(matches!(
+        next_msg(&mut s).await,
+        coordinator_message::Msg::Welcome(_)
+    ));
+    let err = open_with(grpc, Some(&m), None, "agent-m", "eu")
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err.code(),
+            Code::Unavailable | Code::Unknown | Code::Internal
+        ),
+        "the old CA's certificate: {err:?}"
+    );
 }
 
 /// A loopback coordinator config admitting `agents` (name, region) with one
