@@ -151,6 +151,7 @@ impl Engine {
         let silences = self.alerts.silences()?;
         let mut changes = Vec::new();
         let mut notify = Vec::new();
+        let mut events = Vec::new();
         let mut seen = Vec::new();
         for v in &verdicts {
             let key = (v.subject.clone(), v.rule.clone());
@@ -184,6 +185,7 @@ impl Engine {
                 for channel in self.channels_for(&v.subject, &v.rule) {
                     notify.push((channel, n.clone()));
                 }
+                events.push(n);
             }
             changes.push(match step.record {
                 Some(r) => RecordChange::Put(r),
@@ -203,10 +205,10 @@ impl Engine {
                 });
             }
         }
-        if changes.is_empty() && notify.is_empty() {
+        if changes.is_empty() && notify.is_empty() && events.is_empty() {
             return Ok(0);
         }
-        let queued = self.alerts.commit(&changes, &notify, now_ms)?;
+        let queued = self.alerts.commit(&changes, &notify, &events, now_ms)?;
         for e in &queued {
             self.wakers.wake(&e.channel);
         }

@@ -16,6 +16,10 @@
 //!   monotonic ids, so each channel's entries are in queue order
 //! - `silences`: `id(be)` → [`Silence`]
 //! - `agents`: `name` → [`KnownAgent`]
+//! - `alert_history`: `at_ms(ordered) notification id` → [`HistoryEvent`]:
+//!   every notification made (firing, reminder, resolved, channel_failed),
+//!   whether or not a channel carried it, written in the same transaction
+//!   as the state that caused it; the newest [`MAX_HISTORY`] are kept.
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -110,19 +114,37 @@ pub enum RecordChange {
     },
 }
 
+/// Events kept in `alert_history`: the oldest go first.
+pub const MAX_HISTORY: usize = 10_000;
+
+/// One notification the evaluator made, as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEvent {
+    /// The notification.
+    pub notification: Notification,
+    /// The channels it was queued for (none: no channel routes it).
+    pub channels: Vec<String>,
+}
+
 /// Durable alert state. Every mutating method returns once the change is
 /// flushed.
 pub trait AlertStore: Send + Sync + 'static {
     /// Every alert record.
     fn alerts(&self) -> Result<Vec<AlertRecord>, StoreError>;
-    /// Applies record changes and queues notifications (channel, notification)
-    /// in one transaction, then flushes. Returns the queued entries.
+    /// Applies record changes, queues notifications (channel, notification)
+    /// and records every notification of `events` in the history, in one
+    /// transaction, then flushes. Returns the queued entries.
     fn commit(
         &self,
         changes: &[RecordChange],
         notify: &[(String, Notification)],
+        events: &[Notification],
         now_ms: i64,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// The newest `limit` history events, newest first; only those about
+    /// `subject` when given.
+    fn history(&self, subject: Option<&str>, limit: usize)
+        -> Result<Vec<HistoryEvent>, StoreError>;
     /// Marks `entry` failed and queues `notify` (the `channel_failed`
     /// meta-notifications) in one transaction, then flushes.
     fn fail_entry(
@@ -225,12 +247,33 @@ impl SledStore {
         changes: &[RecordChange],
         updates: &[&OutboxEntry],
         notify: &[(String, Notification)],
+        events: &[Notification],
         now_ms: i64,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let alerts = self.tree("alerts")?;
         let outbox = self.tree("outbox")?;
-        let queued = (&alerts, &outbox)
-            .transaction(|(ta, to)| {
+        let history = self.tree("alert_history")?;
+        let recorded: Vec<(Vec<u8>, Vec<u8>)> = events
+            .iter()
+            .map(|n| {
+                let event = HistoryEvent {
+                    notification: n.clone(),
+                    channels: notify
+                        .iter()
+                        .filter(|(_, q)| q.id == n.id)
+                        .map(|(c, _)| c.clone())
+                        .collect(),
+                };
+                let mut key = crate::store::ordered_ms(n.at_unix_ms).to_vec();
+                key.extend_from_slice(n.id.as_bytes());
+                (key, encode(&event))
+            })
+            .collect();
+        let queued = (&alerts, &outbox, &history)
+            .transaction(|(ta, to, th)| {
+                for (k, v) in &recorded {
+                    th.insert(k.as_slice(), v.as_slice())?;
+                }
                 for c in changes {
                     match c {
                         RecordChange::Put(r) => {
@@ -268,6 +311,13 @@ impl SledStore {
                     reason: "transaction aborted".into(),
                 },
             })?;
+        if !recorded.is_empty() {
+            // Bounded: the oldest events beyond MAX_HISTORY go.
+            let excess = history.len().saturating_sub(MAX_HISTORY);
+            for key in history.iter().keys().take(excess) {
+                history.remove(key?)?;
+            }
+        }
         self.db().flush()?;
         Ok(queued)
     }
@@ -282,9 +332,29 @@ impl AlertStore for SledStore {
         &self,
         changes: &[RecordChange],
         notify: &[(String, Notification)],
+        events: &[Notification],
         now_ms: i64,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.transact(changes, &[], notify, now_ms)
+        self.transact(changes, &[], notify, events, now_ms)
+    }
+
+    fn history(
+        &self,
+        subject: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEvent>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.tree("alert_history")?.iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = entry?;
+            let event: HistoryEvent = decode(&k, &v)?;
+            if subject.is_none_or(|s| event.notification.subject == s) {
+                out.push(event);
+            }
+        }
+        Ok(out)
     }
 
     fn fail_entry(
@@ -293,7 +363,14 @@ impl AlertStore for SledStore {
         notify: &[(String, Notification)],
         now_ms: i64,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.transact(&[], &[entry], notify, now_ms)
+        // The channel_failed notice (one per other channel) is an event too.
+        let mut events: Vec<Notification> = Vec::new();
+        for (_, n) in notify {
+            if !events.iter().any(|e| e.id == n.id) {
+                events.push(n.clone());
+            }
+        }
+        self.transact(&[], &[entry], notify, &events, now_ms)
     }
 
     fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
@@ -409,6 +486,7 @@ mod tests {
                         ("mail".into(), note("a")),
                         ("slack".into(), note("b")),
                     ],
+                    &[note("a"), note("b")],
                     5,
                 )
                 .unwrap();
@@ -445,10 +523,61 @@ mod tests {
                 rule: "down".into(),
             }],
             &[],
+            &[],
             6,
         )
         .unwrap();
         assert!(s.alerts().unwrap().is_empty());
+        // The history kept both notifications, newest first, with the
+        // channels each went to.
+        let h = s.history(None, 10).unwrap();
+        let seen: Vec<(&str, Vec<String>)> = h
+            .iter()
+            .map(|e| (e.notification.id.as_str(), e.channels.clone()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("b", vec!["slack".to_owned()]),
+                ("a", vec!["slack".to_owned(), "mail".to_owned()])
+            ]
+        );
+    }
+
+    #[test]
+    fn history_is_newest_first_filtered_by_subject_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path(), 8 << 20).unwrap();
+        let event = |i: usize, subject: &str| {
+            let mut n = note(&format!("{subject}-{i}"));
+            n.subject = subject.into();
+            n.at_unix_ms = i as i64;
+            n
+        };
+        // An event no channel carries is still kept.
+        s.commit(&[], &[], &[event(0, "db")], 1).unwrap();
+        let batch: Vec<Notification> = (1..=MAX_HISTORY + 5)
+            .map(|i| event(i, if i % 2 == 0 { "web" } else { "api" }))
+            .collect();
+        for chunk in batch.chunks(2_000) {
+            s.commit(&[], &[], chunk, 2).unwrap();
+        }
+        let all = s.history(None, usize::MAX).unwrap();
+        assert_eq!(all.len(), MAX_HISTORY);
+        assert_eq!(all[0].notification.at_unix_ms, (MAX_HISTORY + 5) as i64);
+        // The oldest six (db's included) went.
+        assert_eq!(all.last().unwrap().notification.at_unix_ms, 6);
+        let web = s.history(Some("web"), 3).unwrap();
+        let ats: Vec<i64> = web.iter().map(|e| e.notification.at_unix_ms).collect();
+        assert_eq!(
+            ats,
+            [
+                MAX_HISTORY as i64 + 4,
+                MAX_HISTORY as i64 + 2,
+                MAX_HISTORY as i64
+            ]
+        );
+        assert!(web.iter().all(|e| e.channels.is_empty()));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /api/v1/alerts` | pending and firing alerts, the outbox (queued and failed notifications), silences |
+//! | `GET /api/v1/alerts/history?subject=&limit=` | the notifications made, newest first (firing, reminders, resolved, channel_failed) |
 //! | `POST /api/v1/silences` | add a silence; body `{"subject", "rule", "starts_at", "ends_at" or "duration", "comment"}` |
 //! | `DELETE /api/v1/silences/{id}` | remove a silence |
 
@@ -78,6 +79,76 @@ pub(super) async fn list(State(st): State<ApiState>) -> Result<Json<AlertsBody>,
     .map_err(|e| ApiError::internal("alerts task", e))?
     .map_err(|e| ApiError::internal("reading alerts", e))?;
     Ok(Json(body))
+}
+
+/// Most history events one request returns.
+pub const MAX_HISTORY_LIMIT: usize = 1_000;
+
+/// `?subject=NAME&limit=N` of `GET /api/v1/alerts/history`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HistoryQuery {
+    subject: Option<String>,
+    limit: Option<usize>,
+}
+
+/// One event as the API shows it.
+#[derive(Serialize)]
+struct EventView {
+    at_unix_ms: i64,
+    kind: crate::alert::NotificationKind,
+    subject: String,
+    rule: String,
+    severity: crate::alert::Severity,
+    title: String,
+    summary: String,
+    breaching_regions: Vec<String>,
+    firing_since_unix_ms: i64,
+    notification_id: String,
+    channels: Vec<String>,
+}
+
+/// `GET /api/v1/alerts/history`: what the alerts did, newest first, kept
+/// across restarts (the newest 10,000 events).
+pub(super) async fn history(
+    State(st): State<ApiState>,
+    axum::extract::Query(q): axum::extract::Query<HistoryQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_HISTORY_LIMIT {
+        return Err(bad(format!("limit: use 1 to {MAX_HISTORY_LIMIT}")));
+    }
+    if q.subject
+        .as_ref()
+        .is_some_and(|s| s.is_empty() || s.len() > 200)
+    {
+        return Err(bad("subject: 1 to 200 characters, or leave it out for all"));
+    }
+    let alerts = st.alerts.clone();
+    let events = tokio::task::spawn_blocking(move || alerts.history(q.subject.as_deref(), limit))
+        .await
+        .map_err(|e| ApiError::internal("alert history task", e))?
+        .map_err(|e| ApiError::internal("reading the alert history", e))?;
+    let events: Vec<EventView> = events
+        .into_iter()
+        .map(|e| {
+            let n = e.notification;
+            EventView {
+                at_unix_ms: n.at_unix_ms,
+                kind: n.kind,
+                title: n.title(),
+                subject: n.subject,
+                rule: n.rule,
+                severity: n.severity,
+                summary: n.summary,
+                breaching_regions: n.breaching_regions,
+                firing_since_unix_ms: n.firing_since_unix_ms,
+                notification_id: n.id,
+                channels: e.channels,
+            }
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "events": events })))
 }
 
 /// Body of `POST /api/v1/silences`.

@@ -9,6 +9,7 @@
 //! | `GET /api/v1/checks/{name}/history` | uptime and latency buckets, 24 h or 30 d ([`history`]) |
 //! | `GET /api/v1/checks/{name}/series` | 60-point latency series per region ([`history`]) |
 //! | `GET /api/v1/alerts` | alerts, outbox, silences ([`alerts`]) |
+//! | `GET /api/v1/alerts/history` | the notifications made, newest first ([`alerts`]) |
 //! | `POST /api/v1/silences`, `DELETE /api/v1/silences/{id}` | silences |
 //! | `GET/POST /api/v1/loadtests`, `GET /api/v1/loadtests/{id}` | load runs |
 //! | `GET /api/v1/loadtests/{id}/report` | a load run's HTML report |
@@ -99,6 +100,7 @@ fn table() -> Vec<Route> {
             get(history::get_series),
         ),
         route(Method::GET, "/api/v1/alerts", get(alerts::list)),
+        route(Method::GET, "/api/v1/alerts/history", get(alerts::history)),
         route(Method::POST, "/api/v1/silences", post(alerts::create)),
         route(
             Method::DELETE,

@@ -344,14 +344,54 @@ async fn channel_edits_apply_live_and_a_send_in_flight_is_not_repeated() {
     // The firing was delivered once: not sent again by the new worker.
     assert_eq!(old_hook.requests(), 1);
     assert_eq!(new_hook.messages().len(), 1, "{:?}", new_hook.messages());
-    let alerts = get_json(http, "/api/v1/alerts").await;
-    let left: Vec<&serde_json::Value> = alerts["outbox"]
+    // The receivers record a message before they answer: the outbox empties
+    // a moment later.
+    let emptied = eventually(Duration::from_secs(10), || async {
+        let alerts = get_json(http, "/api/v1/alerts").await;
+        let left = alerts["outbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["state"] != "failed")
+            .count();
+        (left == 0).then_some(())
+    })
+    .await;
+    assert!(
+        emptied.is_some(),
+        "still queued: {}",
+        get_json(http, "/api/v1/alerts").await["outbox"]
+    );
+    // The history keeps both, newest first, with the channels of the time.
+    let history = get_json(http, "/api/v1/alerts/history?subject=web").await;
+    let events: Vec<(String, Vec<String>)> = history["events"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["state"] != "failed")
+        .map(|e| {
+            let mut channels: Vec<String> = e["channels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_owned())
+                .collect();
+            channels.sort();
+            (e["kind"].as_str().unwrap().to_owned(), channels)
+        })
         .collect();
-    assert!(left.is_empty(), "still queued: {left:?}");
+    assert_eq!(
+        events,
+        [
+            (
+                "resolved".to_owned(),
+                vec!["chat".to_owned(), "hook".to_owned()]
+            ),
+            ("firing".to_owned(), vec!["hook".to_owned()]),
+        ],
+        "{history}"
+    );
+    let (code, body) = http_get(http, "/api/v1/alerts/history?limit=0").await;
+    assert_eq!(code, 400, "{body}");
     // The new worker started once the old one's send was done.
     let logged = std::fs::read_to_string(&log).unwrap();
     let line_of = |what: &str| {
