@@ -413,37 +413,61 @@ impl ServerTls {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let tls = Arc::clone(self);
         tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "gRPC: accept failed");
-                            tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                            continue;
-                        }
-                    },
-                    _ = shutdown.cancelled() => break,
-                };
+            while let Some((tcp, peer)) = next_connection(&listener, &shutdown, "gRPC").await {
                 // The acceptor of the moment: client_ca_file may have changed.
                 let acceptor = tls.grpc.read().unwrap_or_else(|p| p.into_inner()).clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send(Ok(stream)).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "gRPC: TLS handshake failed");
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "gRPC: no TLS handshake within the timeout");
-                        }
+                    if let Some(stream) = handshake(acceptor, tcp, peer, "gRPC").await {
+                        let _ = tx.send(Ok(stream)).await;
                     }
                 });
             }
         });
         tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+/// The next connection on `listener`; `None` once `shutdown` is cancelled.
+/// A failed accept (out of file descriptors, usually) is logged and tried
+/// again after a pause.
+async fn next_connection(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => return Some(a),
+                Err(e) => {
+                    tracing::warn!(error = %e, "{what}: accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+            _ = shutdown.cancelled() => return None,
+        }
+    }
+}
+
+/// The TLS handshake of `tcp` within [`HANDSHAKE_TIMEOUT`]; a failed or
+/// late one is logged at debug level and gives `None`.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    what: &str,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "{what}: TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "{what}: no TLS handshake within the timeout");
+            None
+        }
     }
 }
 
@@ -476,34 +500,14 @@ pub async fn serve_https(
     shutdown: CancellationToken,
 ) {
     let connections = TaskTracker::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "HTTP API: accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
+    while let Some((tcp, peer)) = next_connection(&listener, &shutdown, "HTTP API").await {
         let acceptor = tls.https.clone();
         let app = app.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "HTTP API: TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "HTTP API: no TLS handshake within the timeout");
-                    return;
-                }
-            };
-            serve_connection(stream, peer, app, shutdown).await;
+            if let Some(stream) = handshake(acceptor, tcp, peer, "HTTP API").await {
+                serve_connection(stream, peer, app, shutdown).await;
+            }
         });
     }
     drop(listener);

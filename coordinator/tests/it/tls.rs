@@ -264,21 +264,26 @@ fn unreadable_tls_files_are_named_at_startup() {
     assert!(!stderr.contains("SECRET-CANARY"), "{stderr}");
 }
 
+/// A TLS coordinator config (certificate in `dir`) admitting `agent-tls`
+/// in `eu`, with one HTTP check, `web`, on `target`.
+fn tls_config_with_one_agent(dir: &std::path::Path, target: &RegionTarget) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "{}{}{}\n{}",
+            LOOPBACK_SERVER,
+            tls_toml(dir, &[]),
+            agents_toml(&[("agent-tls", "eu")]),
+            target.checks_toml(&["web".to_owned()], &["eu"], "1s", "500ms"),
+        ),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_over_tls_delivers_and_the_api_answers_only_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let target = RegionTarget::start().await;
-    let checks = vec!["web".to_owned()];
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "{}{}{}\n{}",
-            LOOPBACK_SERVER,
-            tls_toml(dir.path(), &[]),
-            agents_toml(&[("agent-tls", "eu")]),
-            target.checks_toml(&checks, &["eu"], "1s", "500ms"),
-        ),
-    );
+    let config = tls_config_with_one_agent(dir.path(), &target);
     agent_bin();
     let (_coordinator, grpc, http) = start_coordinator(&config);
     assert!(is_tls(grpc) && is_tls(http));
@@ -363,16 +368,7 @@ fn leaf_on_disk(dir: &std::path::Path) -> Vec<u8> {
 async fn a_renewed_certificate_is_served_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let target = RegionTarget::start().await;
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "{}{}{}\n{}",
-            LOOPBACK_SERVER,
-            tls_toml(dir.path(), &[]),
-            agents_toml(&[("agent-tls", "eu")]),
-            target.checks_toml(&["web".to_owned()], &["eu"], "1s", "500ms"),
-        ),
-    );
+    let config = tls_config_with_one_agent(dir.path(), &target);
     agent_bin();
     let (_coordinator, grpc, http) = start_coordinator(&config);
     let _agent = start_agent_logged(
