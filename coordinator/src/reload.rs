@@ -207,8 +207,9 @@ fn unbuildable_channels(new: &Config, old: &Config, path: &Path) -> Vec<config::
         .collect()
 }
 
-/// Size and modification time: a cheap "may have changed" test.
-fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
+/// Size and modification time: a cheap "may have changed" test (also of
+/// the TLS files, [`crate::tls`]).
+pub(crate) fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.len(), m.modified().ok()?))
 }

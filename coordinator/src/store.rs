@@ -271,19 +271,10 @@ impl SledStore {
         keep: std::time::Duration,
     ) -> Result<usize, StoreError> {
         let cutoff = cutoff(now_ms, keep);
-        let mut removed = 0;
-        let mut cursor: Vec<u8> = Vec::new();
-        while let Some(first) = self.batches.range(cursor.as_slice()..).keys().next() {
-            let first = first?;
-            let Some(nul) = first.iter().position(|b| *b == 0) else {
-                return Err(StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&first).into_owned(),
-                    reason: "batch key without an agent name".into(),
-                });
-            };
-            let prefix = &first[..=nul];
+        per_name(&self.batches, "batch key without an agent name", |prefix| {
             // Seqs are stored in order, so the old ones come first; the
             // scan stops at the first recent one, or before the last.
+            let mut removed = 0;
             let mut batch = sled::Batch::default();
             let mut entries = self.batches.scan_prefix(prefix).peekable();
             while let Some(entry) = entries.next() {
@@ -295,10 +286,8 @@ impl SledStore {
                 removed += 1;
             }
             self.batches.apply_batch(batch)?;
-            cursor = first[..nul].to_vec();
-            cursor.push(1);
-        }
-        Ok(removed)
+            Ok(removed)
+        })
     }
 }
 
@@ -392,31 +381,49 @@ pub(crate) fn prune_before(
     what: &str,
 ) -> Result<usize, StoreError> {
     let cutoff = ordered_ms(cutoff_ms);
-    let mut removed = 0;
+    per_name(
+        tree,
+        &format!("{what} key without a check name"),
+        |prefix| {
+            let mut end = prefix.to_vec();
+            end.extend_from_slice(&cutoff);
+            let mut removed = 0;
+            let mut batch = sled::Batch::default();
+            for old in tree.range(prefix..end.as_slice()).keys() {
+                batch.remove(old?);
+                removed += 1;
+            }
+            tree.apply_batch(batch)?;
+            Ok(removed)
+        },
+    )
+}
+
+/// Runs `each` once per name of `tree`, whose keys are `name \0 ...`, with
+/// that name's prefix (`name \0`), and adds up the counts it returns. A key
+/// without a NUL is corrupt; `no_name` says so.
+fn per_name(
+    tree: &sled::Tree,
+    no_name: &str,
+    mut each: impl FnMut(&[u8]) -> Result<usize, StoreError>,
+) -> Result<usize, StoreError> {
+    let mut total = 0;
     let mut cursor: Vec<u8> = Vec::new();
-    while let Some(entry) = tree.range(cursor.as_slice()..).next() {
-        let (k, _) = entry?;
-        let Some(nul) = k.iter().position(|b| *b == 0) else {
+    while let Some(key) = tree.range(cursor.as_slice()..).keys().next() {
+        let key = key?;
+        let Some(nul) = key.iter().position(|b| *b == 0) else {
             return Err(StoreError::Corrupt {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                reason: format!("{what} key without a check name"),
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: no_name.to_owned(),
             });
         };
-        let prefix = &k[..=nul];
-        let mut end = prefix.to_vec();
-        end.extend_from_slice(&cutoff);
-        let mut batch = sled::Batch::default();
-        for old in tree.range(prefix..end.as_slice()).keys() {
-            batch.remove(old?);
-            removed += 1;
-        }
-        tree.apply_batch(batch)?;
-        // Past every key of this check: names never contain NUL, so
-        // `check \x01` sorts after all of `check \0 ...`.
-        cursor = k[..nul].to_vec();
+        total += each(&key[..=nul])?;
+        // Past every key of this name: names never contain NUL, so
+        // `name \x01` sorts after all of `name \0 ...`.
+        cursor = key[..nul].to_vec();
         cursor.push(1);
     }
-    Ok(removed)
+    Ok(total)
 }
 
 fn window_prefix(check: &str) -> Vec<u8> {

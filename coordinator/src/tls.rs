@@ -146,15 +146,12 @@ fn read_pem(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, TlsErr
     Ok(bytes)
 }
 
-/// Size and modification time of a file.
-fn file_stamp(p: &Path) -> Option<(u64, SystemTime)> {
-    let m = std::fs::metadata(p).ok()?;
-    Some((m.len(), m.modified().ok()?))
-}
-
 /// Size and modification time of the certificate and key files.
 fn stamp(files: &TlsFiles) -> Option<[(u64, SystemTime); 2]> {
-    Some([file_stamp(&files.cert_file)?, file_stamp(&files.key_file)?])
+    Some([
+        crate::reload::stamp(&files.cert_file)?,
+        crate::reload::stamp(&files.key_file)?,
+    ])
 }
 
 /// An acceptor serving `identity` with `alpn`, asking for client
@@ -204,7 +201,10 @@ fn grpc_acceptor(
 /// Reads and checks `[server.tls]`.
 pub fn load(files: &TlsFiles) -> Result<Arc<ServerTls>, TlsError> {
     let stamp = stamp(files);
-    let ca_stamp = files.client_ca_file.as_deref().and_then(file_stamp);
+    let ca_stamp = files
+        .client_ca_file
+        .as_deref()
+        .and_then(crate::reload::stamp);
     let certified = read_identity(files)?;
     let identity = Arc::new(LiveIdentity(RwLock::new(Arc::new(certified))));
     let (grpc, client_ca_sha256) = grpc_acceptor(files, &identity)?;
@@ -345,7 +345,7 @@ impl ServerTls {
         let Some(path) = &self.files.client_ca_file else {
             return;
         };
-        let now = file_stamp(path);
+        let now = crate::reload::stamp(path);
         if now.is_none() || now == self.lock().ca_stamp {
             return;
         }
